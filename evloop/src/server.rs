@@ -1,0 +1,485 @@
+//! The server: listeners, one loop per thread, signals and graceful shutdown.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use evloop::{Server, services::Echo};
+//!
+//! let server = Server::builder()
+//!     .listen("127.0.0.1:7007".parse().unwrap())
+//!     .threads(2)
+//!     .max_connections(10_000)
+//!     .idle_timeout(Some(Duration::from_secs(60)))
+//!     .handle_signals(true) // SIGINT/SIGTERM: drain, then return
+//!     .build(Echo)?;
+//! for addr in server.local_addrs() {
+//!     println!("listening on {addr}");
+//! }
+//! let report = server.run()?;
+//! println!("{}", report.total());
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! # Threads
+//!
+//! [`Server::run`] spawns one thread per loop (`evloop-0`, `evloop-1`, …) and
+//! uses the calling thread as the control thread: it sleeps on its own poller
+//! until a signal, a [`ShutdownHandle`] request or a loop's exit wakes it, and
+//! relays shutdown to the loops through their mailboxes.
+//!
+//! # Shutdown
+//!
+//! The first request (SIGINT, SIGTERM or [`ShutdownHandle::shutdown`]) makes
+//! every loop accept what is already queued, close its listeners (new
+//! connections are refused from then on) and serve its connections until
+//! they close or `shutdown_timeout` passes, when the rest are cut. A second
+//! request cuts them at once. [`Report::is_clean`] tells whether any were cut.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use crate::net;
+use crate::poll::{Events, Interest, Poller, Token, Waker};
+use crate::reactor::{Command, Config, LoopHandle, LoopReport, Reactor, Shared};
+use crate::service::Service;
+use crate::stats::Counters;
+
+/// How connections are spread over loops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Balance {
+    /// Each loop binds its own listener with `SO_REUSEPORT`
+    /// (`SO_REUSEPORT_LB` on FreeBSD) and the kernel spreads connections.
+    ReusePort,
+    /// One listener, accepted by loop 0, which hands each connection to the
+    /// least loaded loop through its mailbox.
+    Handoff,
+}
+
+impl Balance {
+    /// `ReusePort` where the kernel balances (Linux, Android, FreeBSD,
+    /// DragonFly), `Handoff` elsewhere (macOS's `SO_REUSEPORT` does not balance).
+    pub fn platform_default() -> Balance {
+        if cfg!(any(
+            target_os = "linux",
+            target_os = "android",
+            target_os = "freebsd",
+            target_os = "dragonfly"
+        )) {
+            Balance::ReusePort
+        } else {
+            Balance::Handoff
+        }
+    }
+}
+
+/// Configures and binds a [`Server`].
+#[derive(Debug)]
+pub struct ServerBuilder {
+    addrs: Vec<SocketAddr>,
+    threads: Option<usize>,
+    balance: Balance,
+    backlog: i32,
+    config: Config,
+    signals: bool,
+}
+
+impl ServerBuilder {
+    /// Adds an address to listen on (may be called more than once; port 0
+    /// picks a free port, shared by all loops).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.addrs.push(addr);
+        self
+    }
+
+    /// The number of loops (threads). Default: the CPUs available to the process.
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = Some(threads.max(1));
+        self
+    }
+
+    /// How connections are spread over loops. Default: [`Balance::platform_default`].
+    pub fn balance(mut self, balance: Balance) -> Self {
+        self.balance = balance;
+        self
+    }
+
+    /// The listen backlog. Default: the OS maximum ([`net::DEFAULT_BACKLOG`]).
+    pub fn backlog(mut self, backlog: i32) -> Self {
+        self.backlog = backlog;
+        self
+    }
+
+    /// Open connections allowed server-wide; past it, new connections are
+    /// accepted and closed at once (so clients learn it immediately, rather
+    /// than waiting in the backlog). Default: 100,000.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.config.max_connections = max;
+        self
+    }
+
+    /// Closes a connection with no traffic in either direction for this long.
+    /// Default: off.
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config.idle_timeout = timeout;
+        self
+    }
+
+    /// How long shutdown waits for connections to finish. Default: 30 s.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.config.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Output watermarks per connection: reading stops while more than
+    /// `high` bytes of output are pending and resumes below `low`.
+    /// Default: 64 KiB and 256 KiB.
+    pub fn watermarks(mut self, low: usize, high: usize) -> Self {
+        self.config.low_watermark = low.min(high);
+        self.config.high_watermark = high.max(1);
+        self
+    }
+
+    /// The most input a handler may leave unconsumed; past it the
+    /// connection is closed as an error. Default: 64 KiB.
+    pub fn max_input(mut self, max: usize) -> Self {
+        self.config.max_input = max;
+        self
+    }
+
+    /// Whether [`Server::run`] handles SIGINT and SIGTERM (first: graceful
+    /// shutdown; second: cut connections now). Default: off, as a library
+    /// should not take over a process's signals unasked.
+    pub fn handle_signals(mut self, on: bool) -> Self {
+        self.signals = on;
+        self
+    }
+
+    /// Binds every listener now, so that address errors surface before
+    /// anything runs ("127.0.0.1:1815: address in use"). With no address,
+    /// listens on `127.0.0.1:1815`.
+    pub fn build<S: Service>(self, service: S) -> io::Result<Server<S>> {
+        let threads = self
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let addrs = if self.addrs.is_empty() {
+            vec![SocketAddr::from(([127, 0, 0, 1], 1815))]
+        } else {
+            self.addrs
+        };
+        let handoff = self.balance == Balance::Handoff && threads > 1;
+        let mut listeners: Vec<Vec<TcpListener>> = (0..threads).map(|_| Vec::new()).collect();
+        let mut local_addrs = Vec::with_capacity(addrs.len());
+        for addr in addrs {
+            let reuse_port = !handoff && threads > 1;
+            let first = net::bind_listener(addr, self.backlog, reuse_port)?;
+            // Port 0: every loop must bind the port the first one got.
+            let bound = first.local_addr()?;
+            local_addrs.push(bound);
+            listeners[0].push(first);
+            if reuse_port {
+                for loop_listeners in &mut listeners[1..] {
+                    loop_listeners.push(net::bind_listener(bound, self.backlog, true)?);
+                }
+            }
+        }
+        let control = Arc::new(Control::new()?);
+        Ok(Server {
+            service: Arc::new(service),
+            listeners,
+            local_addrs,
+            config: self.config,
+            handoff,
+            signals: self.signals,
+            control,
+        })
+    }
+}
+
+/// A bound server, ready to [`run`](Server::run).
+#[derive(Debug)]
+pub struct Server<S> {
+    service: Arc<S>,
+    /// Listeners by loop index.
+    listeners: Vec<Vec<TcpListener>>,
+    local_addrs: Vec<SocketAddr>,
+    config: Config,
+    handoff: bool,
+    signals: bool,
+    control: Arc<Control>,
+}
+
+impl Server<()> {
+    /// A builder with the defaults.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder {
+            addrs: Vec::new(),
+            threads: None,
+            balance: Balance::platform_default(),
+            backlog: net::DEFAULT_BACKLOG,
+            config: Config::default(),
+            signals: false,
+        }
+    }
+}
+
+const CONTROL_WAKER: Token = Token(0);
+const SIGNALS: Token = Token(1);
+
+/// The control thread's poller and what wakes it.
+#[derive(Debug)]
+struct Control {
+    poller: Poller,
+    waker: Waker,
+    /// Shutdown requests made through handles.
+    requests: AtomicUsize,
+}
+
+impl Control {
+    fn new() -> io::Result<Control> {
+        let poller = Poller::new()?;
+        let waker = Waker::new(&poller, CONTROL_WAKER)?;
+        Ok(Control {
+            poller,
+            waker,
+            requests: AtomicUsize::new(0),
+        })
+    }
+
+    fn wake(&self) {
+        if let Err(e) = self.waker.wake() {
+            warn!("waking the control thread failed: {e}");
+        }
+    }
+}
+
+/// Asks a running server to shut down, from any thread.
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle {
+    control: Arc<Control>,
+}
+
+impl ShutdownHandle {
+    /// The first call starts a graceful shutdown; a second cuts the
+    /// remaining connections at once, like a second signal.
+    pub fn shutdown(&self) {
+        self.control.requests.fetch_add(1, Ordering::AcqRel);
+        self.control.wake();
+    }
+}
+
+/// What a server did, loop by loop.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// One report per loop, by loop index.
+    pub loops: Vec<LoopReport>,
+}
+
+impl Report {
+    /// The counters of all loops summed.
+    pub fn total(&self) -> Counters {
+        let mut total = Counters::default();
+        for report in &self.loops {
+            total.add(&report.counters);
+        }
+        total
+    }
+
+    /// Connections cut by the shutdown deadline or a forced shutdown.
+    pub fn cut(&self) -> u64 {
+        self.loops.iter().map(|l| l.cut).sum()
+    }
+
+    /// Whether every connection finished on its own.
+    pub fn is_clean(&self) -> bool {
+        self.cut() == 0
+    }
+}
+
+/// SIGINT and SIGTERM delivered as bytes on a pipe that the control poller
+/// watches: the handler only writes a byte (async-signal-safe).
+struct SignalPipe {
+    read: std::os::fd::OwnedFd,
+    ids: Vec<signal_hook::SigId>,
+}
+
+impl SignalPipe {
+    fn install(poller: &Poller) -> io::Result<SignalPipe> {
+        use rustix::pipe::{PipeFlags, pipe_with};
+        let (read, write) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
+        poller.register(&read, SIGNALS, Interest::READABLE)?;
+        let mut ids = Vec::new();
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            ids.push(signal_hook::low_level::pipe::register(
+                signal,
+                write.try_clone()?,
+            )?);
+        }
+        Ok(SignalPipe { read, ids })
+    }
+
+    /// How many signals arrived since the last call.
+    fn take(&self) -> usize {
+        let mut buf = [0u8; 16];
+        let mut n = 0;
+        while let Ok(read @ 1..) = rustix::io::read(&self.read, &mut buf) {
+            n += read;
+        }
+        n
+    }
+}
+
+impl Drop for SignalPipe {
+    fn drop(&mut self) {
+        for id in self.ids.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
+    }
+}
+
+impl<S: Service> Server<S> {
+    /// The addresses the server listens on (with the ports chosen for port 0).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// A handle to shut the server down from another thread.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            control: Arc::clone(&self.control),
+        }
+    }
+
+    /// Runs every loop until shutdown has drained them; returns their
+    /// counters. Fails if a loop failed (its poller broke), after stopping
+    /// the others.
+    pub fn run(self) -> io::Result<Report> {
+        let control = Arc::clone(&self.control);
+        let signals = if self.signals {
+            Some(SignalPipe::install(&control.poller)?)
+        } else {
+            None
+        };
+
+        let threads = self.listeners.len();
+        let mut pollers = Vec::with_capacity(threads);
+        let mut handles = Vec::with_capacity(threads);
+        let mut mailboxes = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            let poller = Poller::new()?;
+            let (handle, mailbox) = LoopHandle::new(&poller)?;
+            pollers.push(poller);
+            handles.push(handle);
+            mailboxes.push(mailbox);
+        }
+        let shared = Arc::new(Shared {
+            config: self.config,
+            active: AtomicUsize::new(0),
+            loops: handles,
+            handoff: self.handoff,
+        });
+
+        let mut joins: Vec<JoinHandle<io::Result<LoopReport>>> = Vec::with_capacity(threads);
+        let parts = pollers.into_iter().zip(mailboxes).zip(self.listeners);
+        for (index, ((poller, mailbox), listeners)) in parts.enumerate() {
+            let loop_shared = Arc::clone(&shared);
+            let service = Arc::clone(&self.service);
+            let control = Arc::clone(&control);
+            let spawned = std::thread::Builder::new()
+                .name(format!("evloop-{index}"))
+                .spawn(move || {
+                    let result =
+                        Reactor::new(index, poller, mailbox, loop_shared, service, listeners)
+                            .and_then(Reactor::run);
+                    // Tell the control thread, whatever the result.
+                    control.wake();
+                    result
+                });
+            match spawned {
+                Ok(join) => joins.push(join),
+                Err(e) => {
+                    broadcast(&shared, || Command::ForceClose);
+                    collect(joins)?;
+                    return Err(e);
+                }
+            }
+        }
+
+        let mut events = Events::with_capacity(8);
+        let mut requests_seen = 0;
+        let mut stage = 0; // 0 running, 1 draining, 2 cutting
+        loop {
+            control.poller.wait(&mut events, None)?;
+            let requests = control.requests.load(Ordering::Acquire);
+            let mut new_requests = requests - requests_seen;
+            requests_seen = requests;
+            if let Some(signals) = &signals {
+                let n = signals.take();
+                if n > 0 {
+                    info!("signal received");
+                }
+                new_requests += n;
+            }
+            let finished = joins.iter().filter(|j| j.is_finished()).count();
+            if finished == joins.len() {
+                break;
+            }
+            // A loop that stopped on its own failed: stop the others too.
+            if finished > 0 && stage == 0 {
+                new_requests += 1;
+            }
+            for _ in 0..new_requests {
+                stage += 1;
+                match stage {
+                    1 => {
+                        info!("shutting down: draining connections");
+                        if shared.handoff {
+                            // The acceptor relays it after its last hand-off.
+                            shared.loops[0].send(Command::Shutdown);
+                        } else {
+                            broadcast(&shared, || Command::Shutdown);
+                        }
+                    }
+                    2 => {
+                        info!("second shutdown request: closing connections now");
+                        broadcast(&shared, || Command::ForceClose);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        drop(signals);
+        collect(joins)
+    }
+}
+
+fn broadcast(shared: &Shared, command: fn() -> Command) {
+    for handle in &shared.loops {
+        handle.send(command());
+    }
+}
+
+/// Joins every loop; the first error (or panic) wins, after all are joined.
+fn collect(joins: Vec<JoinHandle<io::Result<LoopReport>>>) -> io::Result<Report> {
+    let mut report = Report::default();
+    let mut first_error = None;
+    for join in joins {
+        match join.join() {
+            Ok(Ok(loop_report)) => report.loops.push(loop_report),
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(_) => {
+                first_error.get_or_insert_with(|| io::Error::other("an event loop panicked"));
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(report),
+    }
+}

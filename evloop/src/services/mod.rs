@@ -1,0 +1,9 @@
+//! The services `evloop serve` runs: each a few lines on the [`Handler`](crate::Handler) API.
+
+mod discard;
+mod echo;
+mod log;
+
+pub use discard::Discard;
+pub use echo::Echo;
+pub use log::Log;
