@@ -1,0 +1,139 @@
+//! Echo correctness under concurrency, half-close and resets, on real
+//! loopback sockets against an in-process server.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::time::Duration;
+
+use common::{Rng, connect, echo_in_chunks, start};
+use evloop::CloseReason;
+use evloop::services::{Discard, Echo};
+
+const MIB: usize = 1024 * 1024;
+
+#[test]
+fn two_hundred_clients_each_echo_one_mebibyte_in_random_chunks() {
+    let server = start(Echo, |b| b.threads(2));
+    std::thread::scope(|s| {
+        let clients: Vec<_> = (0..200u64)
+            .map(|i| {
+                let addr = server.addr;
+                s.spawn(move || {
+                    let data = Rng::new(i).bytes(MIB);
+                    let got = echo_in_chunks(addr, &data, i);
+                    assert_eq!(got.len(), data.len(), "client {i}: length");
+                    assert!(got == data, "client {i}: bytes differ");
+                })
+            })
+            .collect();
+        for client in clients {
+            client.join().unwrap();
+        }
+    });
+    let report = server.stop();
+    let total = report.total();
+    assert_eq!(total.accepted, 200);
+    assert_eq!(total.closed(CloseReason::Peer), 200);
+    assert_eq!(total.bytes_in, 200 * MIB as u64);
+    assert_eq!(total.bytes_out, 200 * MIB as u64);
+    assert!(report.is_clean());
+}
+
+/// Pitfalls 1, 2 and 8: data sent just before a half-close is echoed in
+/// full, then the server closes (EOF), not resets.
+#[test]
+fn half_closed_client_gets_all_its_echo_then_eof() {
+    let server = start(Echo, |b| b.threads(1));
+    for size in [1, 1000, 200_000, 3 * MIB] {
+        let mut stream = connect(server.addr);
+        let data = Rng::new(size as u64).bytes(size);
+        // Written before the reader starts: the server's output backs up
+        // while the client does not read, and the FIN arrives behind the data.
+        let writer = {
+            let mut stream = stream.try_clone().unwrap();
+            let data = data.clone();
+            std::thread::spawn(move || {
+                stream.write_all(&data).unwrap();
+                stream.shutdown(Shutdown::Write).unwrap();
+            })
+        };
+        let mut got = Vec::new();
+        stream.read_to_end(&mut got).expect("EOF, not a reset");
+        writer.join().unwrap();
+        assert_eq!(got.len(), size);
+        assert!(got == data);
+    }
+}
+
+/// A client that resets mid-transfer loses only its own connection.
+#[test]
+fn clients_that_reset_mid_transfer_do_not_disturb_others() {
+    let server = start(Echo, |b| b.threads(1));
+    std::thread::scope(|s| {
+        let good: Vec<_> = (0..10u64)
+            .map(|i| {
+                let addr = server.addr;
+                s.spawn(move || {
+                    let data = Rng::new(100 + i).bytes(MIB);
+                    assert!(echo_in_chunks(addr, &data, i) == data, "good client {i}");
+                })
+            })
+            .collect();
+        for i in 0..20u64 {
+            let mut stream = connect(server.addr);
+            stream.write_all(&Rng::new(i).bytes(300_000)).unwrap();
+            // SO_LINGER 0: close sends RST, with echo still in flight.
+            socket2::SockRef::from(&stream)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+            drop(stream);
+        }
+        for client in good {
+            client.join().unwrap();
+        }
+    });
+    // Still serving.
+    let data = b"still here".to_vec();
+    assert_eq!(echo_in_chunks(server.addr, &data, 7), data);
+    let report = server.stop();
+    let total = report.total();
+    assert!(total.closed(CloseReason::Reset) > 0, "{total}");
+    assert_eq!(total.closed(CloseReason::Peer), 11);
+    assert_eq!(total.accepted, 31);
+}
+
+#[test]
+fn discard_reads_everything_and_sends_nothing() {
+    let server = start(Discard, |b| b.threads(1));
+    let mut stream = connect(server.addr);
+    stream.write_all(&vec![7u8; 2 * MIB]).unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    stream.read_to_end(&mut got).unwrap();
+    assert!(got.is_empty());
+    let total = server.stop().total();
+    assert_eq!(total.bytes_in, 2 * MIB as u64);
+    assert_eq!(total.bytes_out, 0);
+}
+
+#[test]
+fn ipv6_loopback_is_served_when_available() {
+    let Ok(probe) = std::net::TcpListener::bind("[::1]:0") else {
+        eprintln!("no IPv6 loopback on this machine; nothing to test");
+        return;
+    };
+    drop(probe);
+    let server = evloop::Server::builder()
+        .listen("[::1]:0".parse().unwrap())
+        .threads(1)
+        .build(Echo)
+        .unwrap();
+    let addr = server.local_addrs()[0];
+    let handle = server.shutdown_handle();
+    let join = std::thread::spawn(move || server.run());
+    assert_eq!(echo_in_chunks(addr, b"over six", 1), b"over six");
+    handle.shutdown();
+    assert!(join.join().unwrap().unwrap().is_clean());
+}

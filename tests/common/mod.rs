@@ -1,0 +1,188 @@
+//! Helpers for tests that run the `evloop` binary: start it on a random
+//! loopback port, read its log, signal it, and always end it.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+/// The longest any single wait in a test may take.
+pub const LIMIT: Duration = Duration::from_secs(20);
+
+pub fn evloop() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_evloop"))
+}
+
+/// A running `evloop serve`; killed on drop if still running.
+pub struct ServerProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+    /// Lines of standard error, as they come.
+    lines: Receiver<String>,
+    /// Every line read so far.
+    pub log: Vec<String>,
+}
+
+impl ServerProcess {
+    /// Starts `evloop serve ARGS --listen 127.0.0.1:0` (unless ARGS has a
+    /// `--listen`) and waits for its "listening on" line.
+    #[track_caller]
+    pub fn start(args: &[&str]) -> ServerProcess {
+        Self::start_with(evloop(), args)
+    }
+
+    /// Like [`start`](Self::start), with a prepared command (e.g. under `prlimit`).
+    #[track_caller]
+    pub fn start_with(command: Command, args: &[&str]) -> ServerProcess {
+        let mut args = args.to_vec();
+        if !args.contains(&"--listen") {
+            args.extend(["--listen", "127.0.0.1:0"]);
+        }
+        Self::start_exact(command, &args)
+    }
+
+    /// Starts `COMMAND serve ARGS` exactly as given.
+    #[track_caller]
+    pub fn start_exact(mut command: Command, args: &[&str]) -> ServerProcess {
+        command.arg("serve").args(args);
+        let mut child = command
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn evloop");
+        let stderr = child.stderr.take().unwrap();
+        let (sender, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut server = ServerProcess {
+            child,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            lines,
+            log: Vec::new(),
+        };
+        let line = server.wait_for_line("listening on");
+        let addr = line.rsplit("listening on ").next().unwrap();
+        let addr = addr.split_whitespace().next().unwrap();
+        server.addr = addr.parse().expect("address in the listening line");
+        server
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for a log line containing `needle`; returns it.
+    #[track_caller]
+    pub fn wait_for_line(&mut self, needle: &str) -> String {
+        if let Some(line) = self.log.iter().find(|l| l.contains(needle)) {
+            return line.clone();
+        }
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "no log line with {needle:?}; log so far:\n{}",
+                    self.log.join("\n")
+                ),
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!(
+                        "server exited before logging {needle:?}; log:\n{}",
+                        self.log.join("\n")
+                    )
+                }
+            }
+        }
+    }
+
+    /// Every line logged so far (reads what is pending without waiting).
+    pub fn drain_log(&mut self) -> &[String] {
+        while let Ok(line) = self.lines.try_recv() {
+            self.log.push(line);
+        }
+        &self.log
+    }
+
+    /// Sends `signal` (e.g. "TERM", "INT") to the server.
+    #[track_caller]
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits for the server to exit; returns its status and the whole log.
+    #[track_caller]
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // The log thread ends with the pipe: collect the rest.
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
+                    self.log.push(line);
+                }
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit; log:\n{}",
+                self.log.join("\n")
+            );
+            self.drain_log();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs `evloop ARGS` to completion (bounded), returning status and stderr.
+#[track_caller]
+pub fn run_to_exit(args: &[&str]) -> (ExitStatus, String, Duration) {
+    let start = Instant::now();
+    let mut child = evloop()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn evloop");
+    let deadline = start + LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("evloop {args:?} did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    (status, stderr, start.elapsed())
+}

@@ -1,0 +1,240 @@
+//! `evloop serve` as a user meets it: defaults, bad input, the seed's log
+//! service, and stopping on a signal.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::time::Duration;
+
+use common::{LIMIT, ServerProcess, run_to_exit};
+
+/// The listening TCP sockets of a process, from /proc: `(address, port)` pairs.
+fn listening_sockets(pid: u32) -> Vec<String> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let mut found = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local_address is field 1, state field 3 (0A = LISTEN), inode field 9.
+            if fields.len() > 9 && fields[3] == "0A" && inodes.iter().any(|i| i == fields[9]) {
+                found.push(fields[1].to_owned());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn serve_alone_listens_on_loopback_1815_and_nothing_else() {
+    if TcpListener::bind("127.0.0.1:1815").is_err() {
+        eprintln!("port 1815 is taken on this machine; cannot check the default");
+        return;
+    }
+    let mut server = ServerProcess::start_exact(common::evloop(), &[]);
+    assert_eq!(server.addr.to_string(), "127.0.0.1:1815");
+    // 127.0.0.1 is 0100007F in /proc's little-endian hex; 1815 is 0717.
+    // Each loop has its own SO_REUSEPORT socket: one address, maybe several sockets.
+    let mut addresses = listening_sockets(server.pid());
+    assert!(!addresses.is_empty());
+    addresses.dedup();
+    assert_eq!(addresses, ["0100007F:0717"]);
+    let mut stream = TcpStream::connect("127.0.0.1:1815").unwrap();
+    stream.write_all(b"hi").unwrap();
+    server.wait_for_line("read 2 bytes");
+    // An open connection would be served until it closes (graceful drain).
+    drop(stream);
+    server.wait_for_line("disconnect");
+    server.signal("INT");
+    assert!(server.wait_exit().success());
+}
+
+#[test]
+fn address_in_use_is_refused_at_once_with_its_name() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (status, stderr, took) = run_to_exit(&["serve", "echo", "--listen", &addr]);
+    assert!(!status.success());
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains(&format!("{addr}: address in use")),
+        "{stderr}"
+    );
+    assert!(took < Duration::from_secs(5));
+}
+
+#[test]
+fn unparsable_address_is_refused_with_its_text() {
+    let (status, stderr, _) = run_to_exit(&["serve", "--listen", "localhost:http"]);
+    assert!(!status.success());
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("'localhost:http': not an address"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unknown_service_is_refused_by_name() {
+    let (status, stderr, _) = run_to_exit(&["serve", "gopher"]);
+    assert!(!status.success());
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("unknown service 'gopher'"), "{stderr}");
+}
+
+#[test]
+fn bad_duration_is_refused_with_a_reason() {
+    let (status, stderr, _) = run_to_exit(&["serve", "echo", "--idle-timeout", "5"]);
+    assert!(!status.success());
+    assert!(stderr.contains("'5': a duration needs a unit"), "{stderr}");
+}
+
+/// A privileged port without the rights to bind it: run as `nobody` when the
+/// tests run as root (setpriv drops the rights), else as the user itself.
+#[test]
+fn privileged_port_without_rights_is_refused_clearly() {
+    let is_root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    let bin = env!("CARGO_BIN_EXE_evloop");
+    let mut command = if is_root {
+        let mut c = std::process::Command::new("setpriv");
+        c.args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "--inh-caps=-all",
+            bin,
+        ]);
+        c
+    } else {
+        std::process::Command::new(bin)
+    };
+    // Port 1 is privileged unless the machine lowered net.ipv4.ip_unprivileged_port_start.
+    let unprivileged_start: u32 =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(1024);
+    if unprivileged_start <= 1 {
+        eprintln!("every port is unprivileged here; nothing to test");
+        return;
+    }
+    let output = command
+        .args(["serve", "echo", "--listen", "127.0.0.1:1"])
+        .output();
+    let Ok(output) = output else {
+        eprintln!("setpriv is not available; cannot drop privileges");
+        return;
+    };
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("127.0.0.1:1: permission denied"),
+        "{stderr}"
+    );
+}
+
+/// The seed's behaviour: a connect line and a disconnect line naming the
+/// peer's ip:port, and one `read N bytes` per read with the true N.
+#[test]
+fn log_service_prints_connect_each_read_and_disconnect() {
+    let mut server = ServerProcess::start(&["log"]);
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream.set_read_timeout(Some(LIMIT)).unwrap();
+    let peer = stream.local_addr().unwrap().to_string();
+    server.wait_for_line(&format!("connect {peer}"));
+    let sizes = [1usize, 17, 1000, 4096, 30_000];
+    for (i, size) in sizes.iter().enumerate() {
+        stream.write_all(&vec![b'a' + i as u8; *size]).unwrap();
+        // One message per read: wait until it is logged before sending the next.
+        server.wait_for_line(&format!("{peer}: read {size} bytes"));
+    }
+    stream.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "log sends nothing");
+    server.wait_for_line(&format!("disconnect {peer}"));
+    server.signal("TERM");
+    assert!(server.wait_exit().success());
+    let reads: Vec<usize> = server
+        .log
+        .iter()
+        .filter(|l| l.contains(&format!("{peer}: read ")))
+        .map(|l| {
+            l.rsplit("read ")
+                .next()
+                .unwrap()
+                .trim_end_matches(" bytes")
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(reads, sizes, "exactly one line per read, with the true N");
+    assert_eq!(
+        server
+            .log
+            .iter()
+            .filter(|l| l.contains(&format!("connect {peer}")))
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn hexdump_shows_the_bytes() {
+    let mut server = ServerProcess::start(&["log", "--hexdump"]);
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream.write_all(b"GET / HTTP/1.0\r\n").unwrap();
+    server.wait_for_line("read 16 bytes");
+    server.wait_for_line("47 45 54 20 2f");
+    server.wait_for_line("|GET / HTTP/1.0..|");
+}
+
+#[test]
+fn ctrl_c_with_no_clients_exits_zero_promptly() {
+    let mut server = ServerProcess::start(&["echo"]);
+    let started = std::time::Instant::now();
+    server.signal("INT");
+    assert!(server.wait_exit().success());
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn several_listen_addresses_are_all_served() {
+    let mut server =
+        ServerProcess::start(&["echo", "--listen", "127.0.0.1:0", "--listen", "127.0.0.2:0"]);
+    let second = server.wait_for_line("listening on 127.0.0.2:");
+    let second = second
+        .rsplit("listening on ")
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    for addr in [server.addr.to_string(), second] {
+        let mut stream = TcpStream::connect(&addr).unwrap();
+        stream.set_read_timeout(Some(LIMIT)).unwrap();
+        stream.write_all(b"ping").unwrap();
+        let mut buf = [0u8; 4];
+        stream.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"ping", "{addr}");
+    }
+}
