@@ -1,5 +1,45 @@
-//! evloop: a kernel event queue under one small API, a reactor per core, and
-//! a TCP server on top.
+//! evloop: the kernel event queue under one small API, a reactor per core,
+//! and a TCP server on top.
+//!
+//! * [`poll`] — `epoll` (Linux) or `kqueue` (macOS, FreeBSD, NetBSD, …)
+//!   behind [`Poller`](poll::Poller), [`Events`](poll::Events) and a
+//!   cross-thread [`Waker`](poll::Waker). Use it alone for your own loop
+//!   (see `examples/seed.rs`).
+//! * [`Server`] — one event loop per thread, each with its connections,
+//!   buffers, backpressure, idle timers and limits; signals and graceful
+//!   shutdown.
+//! * [`Service`] and [`Handler`] — what runs on a connection: bytes in,
+//!   bytes out. [`services`] has the ones `evloop serve` runs.
+//!
+//! # Example
+//!
+//! An echo server on a free loopback port, a client, and a graceful stop:
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use evloop::{Server, services::Echo};
+//!
+//! let server = Server::builder()
+//!     .listen("127.0.0.1:0".parse().unwrap())
+//!     .threads(2)
+//!     .build(Echo)?;
+//! let addr = server.local_addrs()[0];
+//! let shutdown = server.shutdown_handle();
+//! let running = std::thread::spawn(move || server.run());
+//!
+//! let mut client = std::net::TcpStream::connect(addr)?;
+//! client.write_all(b"hello")?;
+//! client.shutdown(std::net::Shutdown::Write)?;
+//! let mut echo = String::new();
+//! client.read_to_string(&mut echo)?;
+//! assert_eq!(echo, "hello");
+//!
+//! shutdown.shutdown();
+//! let report = running.join().unwrap()?;
+//! assert!(report.is_clean());
+//! assert_eq!(report.total().bytes_out, 5);
+//! # Ok::<(), std::io::Error>(())
+//! ```
 #![deny(missing_docs)]
 
 pub mod net;
@@ -15,3 +55,8 @@ pub use reactor::LoopReport;
 pub use server::{Balance, Report, Server, ServerBuilder, ShutdownHandle};
 pub use service::{Action, CloseReason, Handler, Input, Service};
 pub use stats::Counters;
+
+// The README's examples compile as doctests.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
