@@ -20,7 +20,7 @@ pub(super) struct FdWaker {
 }
 
 impl FdWaker {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(evloop_epoll)]
     pub(super) fn new() -> io::Result<FdWaker> {
         use rustix::event::{EventfdFlags, eventfd};
         let fd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
@@ -31,7 +31,7 @@ impl FdWaker {
         })
     }
 
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    #[cfg(not(evloop_epoll))]
     pub(super) fn new() -> io::Result<FdWaker> {
         use rustix::pipe::{PipeFlags, pipe_with};
         let (read, write) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)

@@ -169,14 +169,7 @@ impl Selector {
     }
 }
 
-#[cfg(any(
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "tvos",
-    target_os = "watchos",
-    target_os = "freebsd",
-    target_os = "dragonfly"
-))]
+#[cfg(evloop_kqueue_user)]
 mod user_waker {
     use super::*;
     use rustix::event::kqueue::{UserDefinedFlags, UserFlags};
@@ -250,22 +243,15 @@ mod user_waker {
     }
 }
 
-#[cfg(any(
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "tvos",
-    target_os = "watchos",
-    target_os = "freebsd",
-    target_os = "dragonfly"
-))]
+#[cfg(evloop_kqueue_user)]
 pub(super) use user_waker::Waker;
 
-#[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
+#[cfg(not(evloop_kqueue_user))]
 pub(super) struct Waker {
     fd: super::fd_waker::FdWaker,
 }
 
-#[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
+#[cfg(not(evloop_kqueue_user))]
 impl Waker {
     pub(super) fn new(selector: &Selector, token: Token) -> io::Result<Waker> {
         let fd = super::fd_waker::FdWaker::new()?;

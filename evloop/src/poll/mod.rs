@@ -41,46 +41,20 @@ use std::io;
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
+// The cfgs come from build.rs, which holds the one list of systems per backend.
+#[cfg(evloop_epoll)]
 #[path = "epoll.rs"]
 mod sys;
 
-#[cfg(any(
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "tvos",
-    target_os = "watchos",
-    target_os = "freebsd",
-    target_os = "dragonfly",
-    target_os = "netbsd",
-    target_os = "openbsd",
-))]
+#[cfg(evloop_kqueue)]
 #[path = "kqueue.rs"]
 mod sys;
 
-#[cfg(not(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "tvos",
-    target_os = "watchos",
-    target_os = "freebsd",
-    target_os = "dragonfly",
-    target_os = "netbsd",
-    target_os = "openbsd",
-)))]
-compile_error!(
-    "evloop supports Linux (epoll) and macOS/iOS/FreeBSD/DragonFly/NetBSD/OpenBSD (kqueue)"
-);
+#[cfg(not(any(evloop_epoll, evloop_kqueue)))]
+compile_error!("evloop supports Linux (epoll) and macOS/iOS/FreeBSD/DragonFly/NetBSD/OpenBSD (kqueue)");
 
-// The pipe/eventfd waker serves epoll and the kqueue systems without EVFILT_USER.
-#[cfg(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "netbsd",
-    target_os = "openbsd"
-))]
+// The eventfd/pipe waker serves epoll and the kqueues without EVFILT_USER.
+#[cfg(evloop_fd_waker)]
 mod fd_waker;
 
 /// The name of the backend this build uses: `"epoll"` or `"kqueue"`.

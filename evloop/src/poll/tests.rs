@@ -197,9 +197,14 @@ fn batch_returns_many_events_in_one_wait() {
 
 #[test]
 fn waker_wakes_a_blocked_wait() {
-    let poller = Arc::new(Poller::new().unwrap());
-    let waker = Waker::new(&poller, Token(usize::MAX)).unwrap();
-    let thread = std::thread::spawn(move || waker.wake().unwrap());
+    let poller = Poller::new().unwrap();
+    // The waker must outlive the wait: closing its descriptor would also
+    // withdraw its pending event (epoll and kqueue forget closed sources).
+    let waker = Arc::new(Waker::new(&poller, Token(usize::MAX)).unwrap());
+    let thread = {
+        let waker = Arc::clone(&waker);
+        std::thread::spawn(move || waker.wake().unwrap())
+    };
     wait_for(&poller, Token(usize::MAX), Event::is_readable);
     thread.join().unwrap();
 }
