@@ -4,10 +4,12 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use rustix::io::Errno;
-use rustix::net::{RecvFlags, SendFlags, SocketFlags};
+#[cfg(not(target_vendor = "apple"))]
+use rustix::net::SocketFlags;
+use rustix::net::{RecvFlags, SendFlags, SocketAddrAny};
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// The listen backlog used when none is given: the largest the kernel allows.
@@ -110,19 +112,9 @@ pub(crate) fn recv(socket: &impl AsFd, buf: &mut [u8]) -> Outcome<usize> {
 /// Where the system has it, `MSG_NOSIGNAL` keeps a write to a reset socket
 /// from raising SIGPIPE; Apple systems use the `SO_NOSIGPIPE` socket option
 /// instead, set at accept.
-#[cfg(not(any(
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "tvos",
-    target_os = "watchos"
-)))]
+#[cfg(not(target_vendor = "apple"))]
 const SEND_FLAGS: SendFlags = SendFlags::NOSIGNAL;
-#[cfg(any(
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "tvos",
-    target_os = "watchos"
-))]
+#[cfg(target_vendor = "apple")]
 const SEND_FLAGS: SendFlags = SendFlags::empty();
 
 /// Writes from `buf`.
@@ -135,39 +127,50 @@ pub(crate) fn send(socket: &impl AsFd, buf: &[u8]) -> Outcome<usize> {
 }
 
 /// Accepts a connection, non-blocking and close-on-exec in one call where
-/// the system allows (`accept4`).
+/// the system has `accept4`; Apple systems set the flags after `accept`.
 pub(crate) fn accept(listener: &impl AsFd) -> Outcome<(OwnedFd, Option<SocketAddr>)> {
     loop {
-        let result =
-            rustix::net::acceptfrom_with(listener, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC)
-                .map(|(fd, addr)| (fd, addr.and_then(|a| SocketAddr::try_from(a).ok())));
+        let result = accept_nonblocking(listener.as_fd())
+            .map(|(fd, addr)| (fd, addr.and_then(|a| SocketAddr::try_from(a).ok())));
         if let Some(outcome) = classify(result) {
-            if let Outcome::Done((fd, _)) = &outcome {
-                prepare_accepted(fd);
-            }
             return outcome;
         }
     }
 }
 
-#[cfg(any(
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "tvos",
-    target_os = "watchos"
-))]
-fn prepare_accepted(fd: &OwnedFd) {
-    // Best effort: the write path still treats EPIPE as a reset.
-    let _ = socket2::SockRef::from(fd).set_nosigpipe(true);
+#[cfg(not(target_vendor = "apple"))]
+fn accept_nonblocking(listener: BorrowedFd<'_>) -> Result<(OwnedFd, Option<SocketAddrAny>), Errno> {
+    rustix::net::acceptfrom_with(listener, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC)
 }
 
-#[cfg(not(any(
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "tvos",
-    target_os = "watchos"
-)))]
-fn prepare_accepted(_fd: &OwnedFd) {}
+#[cfg(target_vendor = "apple")]
+fn accept_nonblocking(listener: BorrowedFd<'_>) -> Result<(OwnedFd, Option<SocketAddrAny>), Errno> {
+    let (fd, addr) = rustix::net::acceptfrom(listener)?;
+    rustix::io::ioctl_fionbio(&fd, true)?;
+    rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)?;
+    // Best effort: the write path treats EPIPE as a reset anyway.
+    let _ = socket2::SockRef::from(&fd).set_nosigpipe(true);
+    Ok((fd, addr))
+}
+
+/// A pipe whose ends are non-blocking and close-on-exec (`pipe2` where the
+/// system has it; Apple systems set the flags after `pipe`).
+pub(crate) fn nonblocking_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    #[cfg(not(target_vendor = "apple"))]
+    {
+        use rustix::pipe::{PipeFlags, pipe_with};
+        Ok(pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?)
+    }
+    #[cfg(target_vendor = "apple")]
+    {
+        let (read, write) = rustix::pipe::pipe()?;
+        for fd in [&read, &write] {
+            rustix::io::ioctl_fionbio(fd, true)?;
+            rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC)?;
+        }
+        Ok((read, write))
+    }
+}
 
 /// Whether an accept error means the process or system ran out of a
 /// resource (descriptors, buffers, memory): the listener must back off

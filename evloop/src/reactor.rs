@@ -538,6 +538,9 @@ impl<S: Service> Reactor<S> {
     }
 
     /// Retries accepting after a pause (its timer, or a connection closed).
+    /// The pause stays in place while retrying: a retry that fails again
+    /// continues the episode (one warning per episode, not per retry), one
+    /// that accepts or finds nothing waiting ends it.
     fn retry_accepting(&mut self) {
         if self.accept_pause.is_none() {
             return;
@@ -553,24 +556,16 @@ impl<S: Service> Reactor<S> {
             }
             listener.ready = true;
         }
-        let paused = self.accept_pause.take();
+        let errors = self.counters.accept_errors;
         for i in 0..self.listeners.len() {
-            if self.accept_pause.is_some() {
-                break;
-            }
             self.accept(i, ACCEPT_BUDGET);
+            // Still failing: `pause_accepting` has extended the episode.
+            if self.counters.accept_errors != errors {
+                return;
+            }
         }
-        // Still failing: keep the episode (and its count) going.
-        if let (Some(old), Some(new)) = (paused.as_ref(), self.accept_pause.as_mut()) {
-            new.since = old.since;
-            new.failures += old.failures;
-            new.backoff = (old.backoff * 2).min(ACCEPT_BACKOFF_MAX);
-            new.until = self.now + new.backoff;
-        } else if let Some(old) = paused {
-            // Nothing was waiting to be accepted: the episode is over too.
-            self.accept_pause = Some(old);
-            self.end_accept_pause();
-        }
+        // Nothing was waiting to be accepted: the episode is over too.
+        self.end_accept_pause();
     }
 
     fn end_accept_pause(&mut self) {

@@ -152,8 +152,10 @@ impl ServerBuilder {
     }
 
     /// Whether [`Server::run`] handles SIGINT and SIGTERM (first: graceful
-    /// shutdown; second: cut connections now). Default: off, as a library
-    /// should not take over a process's signals unasked.
+    /// shutdown; second: cut connections now). The handlers are installed by
+    /// [`build`](Self::build), so a signal that arrives before `run` is acted
+    /// on when it starts. Default: off, as a library should not take over a
+    /// process's signals unasked.
     pub fn handle_signals(mut self, on: bool) -> Self {
         self.signals = on;
         self
@@ -188,13 +190,21 @@ impl ServerBuilder {
             }
         }
         let control = Arc::new(Control::new()?);
+        // Installed now, not in `run`: a caller may announce the addresses
+        // between `build` and `run`, and a signal sent on seeing them must
+        // drain the server, not kill the process with the default action.
+        let signals = if self.signals {
+            Some(SignalPipe::install(&control.poller)?)
+        } else {
+            None
+        };
         Ok(Server {
             service: Arc::new(service),
             listeners,
             local_addrs,
             config: self.config,
             handoff,
-            signals: self.signals,
+            signals,
             control,
         })
     }
@@ -209,7 +219,7 @@ pub struct Server<S> {
     local_addrs: Vec<SocketAddr>,
     config: Config,
     handoff: bool,
-    signals: bool,
+    signals: Option<SignalPipe>,
     control: Arc<Control>,
 }
 
@@ -237,6 +247,9 @@ struct Control {
     waker: Waker,
     /// Shutdown requests made through handles.
     requests: AtomicUsize,
+    /// Loops that have returned from `Reactor::run`, counted before they
+    /// wake the control thread (a `JoinHandle` is not yet finished then).
+    exited: AtomicUsize,
 }
 
 impl Control {
@@ -247,6 +260,7 @@ impl Control {
             poller,
             waker,
             requests: AtomicUsize::new(0),
+            exited: AtomicUsize::new(0),
         })
     }
 
@@ -302,6 +316,7 @@ impl Report {
 
 /// SIGINT and SIGTERM delivered as bytes on a pipe that the control poller
 /// watches: the handler only writes a byte (async-signal-safe).
+#[derive(Debug)]
 struct SignalPipe {
     read: std::os::fd::OwnedFd,
     ids: Vec<signal_hook::SigId>,
@@ -309,8 +324,7 @@ struct SignalPipe {
 
 impl SignalPipe {
     fn install(poller: &Poller) -> io::Result<SignalPipe> {
-        use rustix::pipe::{PipeFlags, pipe_with};
-        let (read, write) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
+        let (read, write) = net::nonblocking_pipe()?;
         poller.register(&read, SIGNALS, Interest::READABLE)?;
         let mut ids = Vec::new();
         for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -359,11 +373,7 @@ impl<S: Service> Server<S> {
     /// the others.
     pub fn run(self) -> io::Result<Report> {
         let control = Arc::clone(&self.control);
-        let signals = if self.signals {
-            Some(SignalPipe::install(&control.poller)?)
-        } else {
-            None
-        };
+        let signals = self.signals;
 
         let threads = self.listeners.len();
         let mut pollers = Vec::with_capacity(threads);
@@ -396,6 +406,7 @@ impl<S: Service> Server<S> {
                         Reactor::new(index, poller, mailbox, loop_shared, service, listeners)
                             .and_then(Reactor::run);
                     // Tell the control thread, whatever the result.
+                    control.exited.fetch_add(1, Ordering::AcqRel);
                     control.wake();
                     result
                 });
@@ -424,7 +435,7 @@ impl<S: Service> Server<S> {
                 }
                 new_requests += n;
             }
-            let finished = joins.iter().filter(|j| j.is_finished()).count();
+            let finished = control.exited.load(Ordering::Acquire);
             if finished == joins.len() {
                 break;
             }

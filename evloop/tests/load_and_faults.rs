@@ -1,0 +1,263 @@
+//! Load and faults against an in-process server, read back through the
+//! per-loop counters of its [`Report`](evloop::Report): backpressure, idle
+//! deadlines, the connection limit, and counters that add up.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use evloop::services::Echo;
+use evloop::{Balance, CloseReason};
+use support::{
+    Ending, KIB, LIMIT, MIB, assert_echo_works, connect, pattern, round_trip, shared_machine,
+    start, try_round_trip, wait_for_close, wait_until,
+};
+
+mod backpressure {
+    use super::*;
+
+    /// Pitfall 6: a client that writes without reading makes the server
+    /// pause its reading (counted in `backpressure_pauses`) instead of
+    /// buffering without bound; other clients are served meanwhile; and
+    /// once the client reads, every byte comes back in order.
+    #[test]
+    fn client_that_stops_reading_is_paused_then_gets_every_byte() {
+        let _machine = shared_machine();
+        let server = start(Echo, |b| b.threads(1));
+        // More than the kernel can buffer on loopback here, so the writer
+        // must block unless the server buffers without bound.
+        const TOTAL: u64 = 64 * MIB as u64;
+        const CHUNK: usize = 64 * KIB - 15; // within one pattern period
+        let stream = connect(server.addr);
+        let sent = Arc::new(AtomicU64::new(0));
+        let writer = {
+            let (mut stream, sent) = (stream.try_clone().unwrap(), Arc::clone(&sent));
+            std::thread::spawn(move || {
+                let mut offset = 0u64;
+                while offset < TOTAL {
+                    let n = CHUNK.min((TOTAL - offset) as usize);
+                    stream.write_all(pattern(7, offset, n)).expect("write");
+                    offset += n as u64;
+                    sent.store(offset, Ordering::Relaxed);
+                }
+                stream.shutdown(Shutdown::Write).unwrap();
+            })
+        };
+
+        // The writer stalls: the server stopped reading from this client.
+        let (mut last, mut since) = (0, Instant::now());
+        wait_until("the writer to stall", LIMIT, || {
+            let now = sent.load(Ordering::Relaxed);
+            if now != last {
+                (last, since) = (now, Instant::now());
+            }
+            now > 0 && since.elapsed() >= Duration::from_millis(500)
+        });
+        let stalled_at = last;
+        assert!(
+            stalled_at < TOTAL,
+            "wrote all {TOTAL} bytes without reading any echo"
+        );
+        assert_echo_works(server.addr);
+
+        // Now read: everything comes back, byte for byte.
+        let mut reader = stream;
+        let mut buf = vec![0u8; CHUNK];
+        let mut offset = 0u64;
+        loop {
+            let n = reader.read(&mut buf).expect("read echo");
+            if n == 0 {
+                break;
+            }
+            assert!(
+                buf[..n] == *pattern(7, offset, n),
+                "wrong bytes at {offset}"
+            );
+            offset += n as u64;
+        }
+        writer.join().unwrap();
+        assert_eq!(offset, TOTAL);
+
+        let report = server.stop();
+        let total = report.total();
+        eprintln!("writer stalled after {stalled_at} bytes; {total}");
+        assert!(
+            total.backpressure_pauses >= 1,
+            "never paused reading: {total}"
+        );
+        assert_eq!(total.bytes_out, TOTAL + 14);
+        assert!(report.is_clean());
+    }
+}
+
+mod idle {
+    use super::*;
+
+    /// Pitfall 7: a silent connection is closed once the idle timeout
+    /// passes (counted as `closed_idle`), while one that talks more often
+    /// than that is kept.
+    #[test]
+    fn silent_connection_is_closed_as_idle_and_talker_is_kept() {
+        let _machine = shared_machine();
+        let idle = Duration::from_millis(500);
+        let server = start(Echo, |b| b.threads(1).idle_timeout(Some(idle)));
+        let silent_started = Instant::now();
+        let mut silent = connect(server.addr);
+        let mut talker = connect(server.addr);
+        let talker_thread = std::thread::spawn(move || {
+            let start = Instant::now();
+            while start.elapsed() < idle * 3 {
+                round_trip(&mut talker, b"x");
+                std::thread::sleep(idle / 5);
+            }
+            talker
+        });
+        let (ending, _) = wait_for_close(&mut silent, LIMIT);
+        let closed_after = silent_started.elapsed();
+        assert_eq!(ending, Ending::Eof);
+        assert!(
+            closed_after >= idle * 9 / 10 && closed_after < idle * 10,
+            "closed after {closed_after:?} with an idle timeout of {idle:?}"
+        );
+        let mut talker = talker_thread.join().unwrap();
+        round_trip(&mut talker, b"still here");
+        drop(talker);
+
+        let report = server.stop();
+        let total = report.total();
+        eprintln!("silent connection closed after {closed_after:?}; {total}");
+        assert_eq!(total.closed(CloseReason::Idle), 1, "{total}");
+        assert_eq!(total.closed(CloseReason::Peer), 1, "{total}");
+        assert!(report.is_clean());
+    }
+}
+
+mod limit {
+    use super::*;
+
+    macro_rules! per_balance {
+        ($($name:ident),* $(,)?) => {$(
+            mod $name {
+                #[test]
+                fn reuseport() {
+                    super::$name(evloop::Balance::ReusePort)
+                }
+                #[test]
+                fn handoff() {
+                    super::$name(evloop::Balance::Handoff)
+                }
+            }
+        )*};
+    }
+
+    per_balance!(connection_limit_is_server_wide_across_two_loops);
+
+    /// With `max_connections(3)` over two loops, the fourth connection is
+    /// closed at once and counted as `closed_limit`, the first three keep
+    /// working, and a slot freed by a leaving client is used again.
+    fn connection_limit_is_server_wide_across_two_loops(balance: Balance) {
+        let _machine = shared_machine();
+        let server = start(Echo, |b| b.threads(2).balance(balance).max_connections(3));
+        let mut admitted: Vec<_> = (0..3).map(|_| connect(server.addr)).collect();
+        for stream in &mut admitted {
+            round_trip(stream, b"hello");
+        }
+        let mut fourth = connect(server.addr);
+        let (_, closed_after) = wait_for_close(&mut fourth, Duration::from_secs(5));
+        for stream in &mut admitted {
+            round_trip(stream, b"still served");
+        }
+        // A client leaves; its slot is reused (the server notices the
+        // close asynchronously, so a newcomer may be refused meanwhile).
+        drop(admitted.pop());
+        let mut refused = 0;
+        wait_until("a freed slot to be reused", LIMIT, || {
+            let mut stream = connect(server.addr);
+            stream
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            match try_round_trip(&mut stream, b"newcomer") {
+                Ok(back) if back == b"newcomer" => {
+                    admitted.push(stream);
+                    true
+                }
+                _ => {
+                    refused += 1;
+                    false
+                }
+            }
+        });
+        drop(admitted);
+
+        let report = server.stop();
+        let total = report.total();
+        eprintln!("{balance:?}: fourth closed after {closed_after:?}; {total}");
+        assert!(closed_after < Duration::from_secs(1), "{closed_after:?}");
+        assert_eq!(total.closed(CloseReason::Limit), 1 + refused, "{total}");
+        assert_eq!(total.accepted, 5 + refused, "{total}");
+        assert_eq!(total.closed_total(), total.accepted, "{total}");
+        assert!(report.is_clean());
+    }
+}
+
+mod counters {
+    use super::*;
+
+    /// After known traffic (three echoes of known sizes, one reset, one idle
+    /// client) the summed counters say exactly that.
+    #[test]
+    fn counters_add_up_after_known_traffic() {
+        let _machine = shared_machine();
+        let idle = Duration::from_secs(1);
+        let server = start(Echo, |b| b.threads(2).idle_timeout(Some(idle)));
+        let sizes = [1usize, 100_000, 3 * MIB + 7];
+
+        let mut silent = connect(server.addr);
+        for (seed, &size) in sizes.iter().enumerate() {
+            let mut stream = connect(server.addr);
+            let mut offset = 0;
+            let mut back = Vec::with_capacity(size);
+            while offset < size {
+                let n = (size - offset).min(60_000);
+                stream
+                    .write_all(pattern(seed as u64, offset as u64, n))
+                    .unwrap();
+                offset += n;
+                let mut chunk = vec![0; n];
+                stream.read_exact(&mut chunk).unwrap();
+                back.extend_from_slice(&chunk);
+            }
+            stream.shutdown(Shutdown::Write).unwrap();
+            assert_eq!(wait_for_close(&mut stream, LIMIT).0, Ending::Eof);
+            assert_eq!(back.len(), size);
+        }
+        let mut reset = connect(server.addr);
+        round_trip(&mut reset, b"0123456789");
+        socket2::SockRef::from(&reset)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(reset); // with a zero linger: RST
+        assert_eq!(wait_for_close(&mut silent, LIMIT).0, Ending::Eof);
+
+        let report = server.stop();
+        let total = report.total();
+        eprintln!("{total}");
+        let bytes = sizes.iter().sum::<usize>() as u64 + 10;
+        assert_eq!(total.accepted, 5);
+        assert_eq!(total.closed(CloseReason::Peer), 3);
+        assert_eq!(total.closed(CloseReason::Reset), 1);
+        assert_eq!(total.closed(CloseReason::Idle), 1);
+        assert_eq!(total.closed_total(), 5);
+        assert_eq!(total.bytes_in, bytes);
+        assert_eq!(total.bytes_out, bytes);
+        assert_eq!(total.accept_errors, 0);
+        assert!(report.is_clean());
+        // The per-loop counters sum to the total.
+        let summed: u64 = report.loops.iter().map(|l| l.counters.accepted).sum();
+        assert_eq!(summed, total.accepted);
+    }
+}

@@ -1,0 +1,205 @@
+//! Every core: with two loops both carry connections and do work, in both
+//! balance modes, with echo integrity and graceful shutdown; and the waker
+//! that carries cross-thread work survives a million wakes from eight threads.
+
+mod support;
+
+use evloop::services::Echo;
+use evloop::{Balance, CloseReason};
+use support::{Amount, KIB, LIMIT, MIB, Streamer, shared_machine, start, wait_until};
+
+/// Instantiates a test `fn name(balance: Balance)` once per balance mode, as
+/// `name::reuseport` and `name::handoff`.
+macro_rules! per_balance {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn reuseport() {
+                super::$name(evloop::Balance::ReusePort)
+            }
+            #[test]
+            fn handoff() {
+                super::$name(evloop::Balance::Handoff)
+            }
+        }
+    )*};
+}
+
+per_balance!(
+    two_loops_both_accept_and_echo_a_hundred_clients,
+    shutdown_handle_drains_streaming_clients_without_loss,
+);
+
+/// Issue 4: with `threads(2)` and 100 echo clients, each loop accepts
+/// connections and reads bytes, and every byte comes back.
+fn two_loops_both_accept_and_echo_a_hundred_clients(balance: Balance) {
+    let _machine = shared_machine();
+    let server = start(Echo, |b| b.threads(2).balance(balance));
+    const CLIENTS: u64 = 100;
+    const BYTES: u64 = 256 * KIB as u64;
+    let streams: Vec<Streamer> = (0..CLIENTS)
+        .map(|seed| Streamer::start(server.addr, seed, Amount::Bytes(BYTES), 16 * KIB))
+        .collect();
+    for stream in streams {
+        stream.finish();
+    }
+    let report = server.stop();
+    assert!(report.is_clean(), "{balance:?}: cut {}", report.cut());
+    assert_eq!(report.loops.len(), 2);
+    for (i, l) in report.loops.iter().enumerate() {
+        eprintln!("{balance:?} loop {i}: {}", l.counters);
+        assert!(
+            l.counters.accepted > 0 && l.counters.bytes_in > 0,
+            "{balance:?}: loop {i} did no work: {}",
+            l.counters
+        );
+    }
+    let total = report.total();
+    assert_eq!(total.accepted, CLIENTS);
+    assert_eq!(total.closed(CloseReason::Peer), CLIENTS);
+    assert_eq!(total.bytes_in, CLIENTS * BYTES);
+    assert_eq!(total.bytes_out, CLIENTS * BYTES);
+}
+
+/// Issue 4: a `ShutdownHandle::shutdown` while clients stream lets every
+/// stream finish: all bytes come back and nothing is cut.
+fn shutdown_handle_drains_streaming_clients_without_loss(balance: Balance) {
+    let _machine = shared_machine();
+    let server = start(Echo, |b| b.threads(2).balance(balance));
+    const BYTES: u64 = 4 * MIB as u64;
+    let streams: Vec<Streamer> = (0..8)
+        .map(|seed| Streamer::start(server.addr, seed, Amount::Bytes(BYTES), 64 * KIB))
+        .collect();
+    wait_until("every stream to be under way", LIMIT, || {
+        streams.iter().all(|s| s.received() >= 256 * KIB as u64)
+    });
+    server.handle().shutdown();
+    for stream in streams {
+        assert_eq!(stream.finish().received, BYTES);
+    }
+    let report = server.join();
+    assert!(report.is_clean(), "{balance:?}: cut {}", report.cut());
+    let total = report.total();
+    assert_eq!(total.closed(CloseReason::Peer), 8);
+    assert_eq!(total.bytes_out, 8 * BYTES);
+}
+
+mod waker {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    use evloop::poll::{Events, Poller, Token, Waker};
+
+    use super::support::shared_machine;
+
+    /// Pitfalls 4 and 5: eight threads each push an item and wake one poller,
+    /// a million times in all. The consumer drains everything per wake-up;
+    /// it must consume every item, return from `wait` no more often than it
+    /// was woken (no busy loop), and once all is drained, stay asleep.
+    #[test]
+    fn million_wakes_from_eight_threads_are_all_consumed_without_busy_looping() {
+        let _machine = shared_machine();
+        const THREADS: usize = 8;
+        const PER_THREAD: usize = 125_000;
+        const TOTAL: usize = THREADS * PER_THREAD;
+        const TOKEN: Token = Token(42);
+        let limit = Duration::from_secs(30);
+
+        let poller = Poller::new().unwrap();
+        let waker = Arc::new(Waker::new(&poller, TOKEN).unwrap());
+        let queue = Arc::new(AtomicUsize::new(0));
+        let start = Instant::now();
+        let producers: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let (waker, queue) = (Arc::clone(&waker), Arc::clone(&queue));
+                std::thread::spawn(move || {
+                    for _ in 0..PER_THREAD {
+                        queue.fetch_add(1, Ordering::Release);
+                        waker.wake().unwrap();
+                    }
+                })
+            })
+            .collect();
+
+        let mut events = Events::with_capacity(16);
+        let (mut consumed, mut returns, mut empty_returns) = (0usize, 0usize, 0usize);
+        while consumed < TOTAL {
+            let left = limit.saturating_sub(start.elapsed());
+            assert!(
+                !left.is_zero(),
+                "consumed {consumed} of {TOTAL} items within {limit:?}: a wake-up was lost"
+            );
+            poller.wait(&mut events, Some(left)).unwrap();
+            returns += 1;
+            for event in events.iter() {
+                assert_eq!(event.token(), TOKEN, "unexpected {event:?}");
+            }
+            // Drain the whole mailbox per wake-up: many wakes fold into one.
+            let drained = queue.swap(0, Ordering::Acquire);
+            if drained == 0 {
+                empty_returns += 1;
+            }
+            consumed += drained;
+        }
+        for producer in producers {
+            producer.join().unwrap();
+        }
+        let took = start.elapsed();
+        assert_eq!(consumed, TOTAL);
+        assert_eq!(queue.load(Ordering::Acquire), 0);
+        eprintln!(
+            "{TOTAL} wakes from {THREADS} threads: {returns} wait returns \
+             ({empty_returns} found nothing new) in {took:?}"
+        );
+        assert!(
+            returns <= TOTAL,
+            "{returns} wait returns for {TOTAL} wakes: the poller busy-loops"
+        );
+
+        // A wake whose item an earlier wake-up already drained may still be
+        // pending (the push and the wake are not one atomic step): at most
+        // one event, as wakes coalesce. After it, the poller stays asleep.
+        poller.wait(&mut events, Some(Duration::ZERO)).unwrap();
+        assert!(
+            events.len() <= 1,
+            "stale wakes did not coalesce: {events:?}"
+        );
+        poller
+            .wait(&mut events, Some(Duration::from_millis(50)))
+            .unwrap();
+        assert!(
+            events.is_empty(),
+            "woke with nothing to do after the queue was drained: {events:?}"
+        );
+        assert!(took < limit, "took {took:?}");
+    }
+}
+
+mod stopping {
+    use evloop::Balance;
+    use evloop::services::Echo;
+
+    use super::support::{assert_echo_works, shared_machine, start};
+
+    /// The control thread learns that the last loop has stopped even when
+    /// it looks before that loop's thread has quite finished: `run` returns
+    /// every time, promptly (each `stop` fails after a bounded wait).
+    #[test]
+    fn server_returns_from_run_every_time_it_is_stopped() {
+        let _machine = shared_machine();
+        for round in 0..200 {
+            let balance = if round % 2 == 0 {
+                Balance::ReusePort
+            } else {
+                Balance::Handoff
+            };
+            let server = start(Echo, |b| b.threads(2).balance(balance));
+            if round % 10 == 0 {
+                assert_echo_works(server.addr);
+            }
+            let report = server.stop();
+            assert!(report.is_clean());
+        }
+    }
+}
