@@ -8,8 +8,12 @@
 //! # Invariants
 //!
 //! * Sources are edge-triggered, so the reactor keeps each connection's
-//!   readiness itself (`read_ready`, `write_ready`) and clears it only when a
-//!   call returns `WouldBlock`. A connection that stopped reading because of
+//!   readiness itself (`read_ready`, `write_ready`) and clears it when a
+//!   call returns `WouldBlock` — or, for reads, when a read came back shorter
+//!   than the buffer: the socket was drained at that moment, and any byte
+//!   that arrives later raises a new edge, so the `WouldBlock` read would be
+//!   a wasted syscall per request. Not when the event said the peer closed:
+//!   then no new edge will come, and reading goes on until it returns 0. A connection that stopped reading because of
 //!   its per-turn budget goes on the ready list and is served again after
 //!   the other events of this turn, with a zero wait timeout.
 //! * Write interest is registered only while output is pending; read
@@ -55,8 +59,9 @@ const READ_BUFFER: usize = 64 * 1024;
 const ACCEPT_BUDGET: usize = 128;
 /// Mailbox commands handled per turn.
 const MAILBOX_BUDGET: usize = 1024;
-/// An output buffer larger than this is freed, not kept, when it drains.
-const KEEP_BUFFER: usize = 64 * 1024;
+/// A connection's buffer larger than this is freed, not kept, when it
+/// drains: idle connections hold at most this much each.
+const KEEP_BUFFER: usize = 4 * 1024;
 /// The first and the longest pause after `accept` ran out of resources.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -168,6 +173,9 @@ struct Conn<H> {
     last_active: Instant,
     interest: Interest,
     read_ready: bool,
+    /// An event said the peer closed its side (or the socket has an error):
+    /// read until end of stream, never stop at a short read.
+    peer_closed: bool,
     write_ready: bool,
     /// Read returned 0: the handler has been told; close once output is out.
     input_ended: bool,
@@ -354,6 +362,7 @@ impl<S: Service> Reactor<S> {
                 };
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
                     conn.read_ready = true;
+                    conn.peer_closed |= event.is_read_closed() || event.is_error();
                 }
                 if event.is_writable() || event.is_write_closed() || event.is_error() {
                     conn.write_ready = true;
@@ -485,6 +494,7 @@ impl<S: Service> Reactor<S> {
             last_active: self.now,
             interest: Interest::READABLE,
             read_ready: false,
+            peer_closed: false,
             write_ready: true,
             input_ended: false,
             closing: false,
@@ -758,6 +768,10 @@ fn drive_conn<H: Handler>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Next {
                 io.counters.bytes_in += n as u64;
                 conn.last_active = io.now;
                 budget = budget.saturating_sub(n);
+                // A short read drained the socket (see the module doc).
+                if n < io.read_buf.len() && !conn.peer_closed {
+                    conn.read_ready = false;
+                }
                 if let Err(reason) = deliver(conn, n, io) {
                     return Next::Close(reason);
                 }
