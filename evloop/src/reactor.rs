@@ -804,28 +804,16 @@ fn deliver<H: Handler>(conn: &mut Conn<H>, n: usize, io: &mut Io<'_>) -> Result<
     let fresh = &io.read_buf[..n];
     let direct = conn.input.is_empty();
     if !direct {
-        if conn.input.len() + n > io.config.max_input {
-            debug!("input limit of {} bytes exceeded", io.config.max_input);
-            return Err(CloseReason::Error);
-        }
+        check_input_limit(conn.input.len() + n, io.config)?;
         conn.input.extend_from_slice(fresh);
     }
-    let into_scratch = conn.pending() == 0;
-    let out: &mut Vec<u8> = if into_scratch {
-        io.scratch.clear();
-        io.scratch
-    } else {
-        &mut conn.output
-    };
+    let (out, into_scratch) = output_target(&mut conn.output, conn.written, io.scratch);
     let mut input = Input::new(if direct { fresh } else { &conn.input });
     let action = conn.handler.on_data(&mut input, out);
     let consumed = input.consumed();
     if direct {
         let left = &fresh[consumed..];
-        if left.len() > io.config.max_input {
-            debug!("input limit of {} bytes exceeded", io.config.max_input);
-            return Err(CloseReason::Error);
-        }
+        check_input_limit(left.len(), io.config)?;
         conn.input.extend_from_slice(left);
     } else if consumed == conn.input.len() {
         release(&mut conn.input);
@@ -841,16 +829,36 @@ fn deliver<H: Handler>(conn: &mut Conn<H>, n: usize, io: &mut Io<'_>) -> Result<
 /// Read returned 0: lets the handler see its leftovers and say its last
 /// words, then flushes.
 fn end_of_input<H: Handler>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Result<(), CloseReason> {
-    let into_scratch = conn.pending() == 0;
-    let out: &mut Vec<u8> = if into_scratch {
-        io.scratch.clear();
-        io.scratch
-    } else {
-        &mut conn.output
-    };
+    let (out, into_scratch) = output_target(&mut conn.output, conn.written, io.scratch);
     conn.handler.on_read_closed(&conn.input, out);
     release(&mut conn.input);
     send_output(conn, into_scratch, io)
+}
+
+/// Where a handler's new output goes: the loop's scratch buffer when the
+/// connection has nothing pending (it is written straight from there), else
+/// behind the pending output. Also says whether it is the scratch.
+fn output_target<'a>(
+    output: &'a mut Vec<u8>,
+    written: usize,
+    scratch: &'a mut Vec<u8>,
+) -> (&'a mut Vec<u8>, bool) {
+    if output.len() == written {
+        scratch.clear();
+        (scratch, true)
+    } else {
+        (output, false)
+    }
+}
+
+/// Unconsumed input may not grow past `max_input`: a handler that never
+/// consumes (or a client that never ends its line) costs bounded memory.
+fn check_input_limit(len: usize, config: &Config) -> Result<(), CloseReason> {
+    if len > config.max_input {
+        debug!("input limit of {} bytes exceeded", config.max_input);
+        return Err(CloseReason::Error);
+    }
+    Ok(())
 }
 
 /// Writes new output: straight from the scratch buffer when nothing else is
