@@ -401,7 +401,7 @@ impl<S: Service> Reactor<S> {
             match self.mailbox.try_recv() {
                 Ok(Command::Adopt(fd, peer)) => self.adopt(fd, peer),
                 Ok(Command::Shutdown) => self.begin_shutdown(),
-                Ok(Command::ForceClose) => self.close_all(),
+                Ok(Command::ForceClose) => self.force_close(),
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
                     self.mailbox_pending = false;
                     return;
@@ -635,15 +635,21 @@ impl<S: Service> Reactor<S> {
         self.retry_accepting();
     }
 
+    /// Cuts every connection: at the shutdown deadline, or at once when
+    /// forced.
     fn close_all(&mut self) {
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         self.cut += keys.len() as u64;
         for key in keys {
             self.close(key, CloseReason::Shutdown);
         }
-        if self.drain_deadline.is_none() {
-            self.begin_shutdown();
-        }
+    }
+
+    /// Shuts down with a deadline of now: this turn's timers cut every
+    /// connection, including any the acceptor hands over afterwards.
+    fn force_close(&mut self) {
+        self.begin_shutdown();
+        self.drain_deadline = Some(self.now);
     }
 
     fn fire_timers(&mut self) {
@@ -698,9 +704,9 @@ impl<S: Service> Reactor<S> {
         }
         self.accept_pause = None;
         self.listeners.clear();
-        if self.shared.handoff {
-            // Hand-off targets hear of the shutdown after every connection
-            // handed to them: the mailbox is first in, first out.
+        if self.shared.handoff && self.index == 0 {
+            // The acceptor relays the shutdown: targets hear of it after
+            // every connection handed to them (mailboxes are first in, first out).
             for (i, handle) in self.shared.loops.iter().enumerate() {
                 if i != self.index {
                     handle.send(Command::Shutdown);
