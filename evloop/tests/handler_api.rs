@@ -1,0 +1,114 @@
+//! The handler contract: leftovers stay until consumed, the input limit,
+//! closing after flushing, and the last word on end of input.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr};
+
+use evloop::{Action, CloseReason, Handler, Input, Service};
+use support::{LIMIT, connect, start};
+
+/// Answers each complete line upper-cased; a line `quit` gets `bye` and a
+/// close. Whatever is left when the client half-closes is answered too.
+struct Lines;
+struct LinesConn;
+
+impl Service for Lines {
+    type Handler = LinesConn;
+    fn open(&self, _peer: SocketAddr) -> LinesConn {
+        LinesConn
+    }
+}
+
+impl Handler for LinesConn {
+    fn on_data(&mut self, input: &mut Input<'_>, output: &mut Vec<u8>) -> Action {
+        while let Some(end) = input.bytes().iter().position(|&b| b == b'\n') {
+            let line = &input.bytes()[..=end];
+            if line == b"quit\n" {
+                output.extend_from_slice(b"bye\n");
+                input.consume(end + 1);
+                return Action::Close;
+            }
+            output.extend(line.iter().map(u8::to_ascii_uppercase));
+            input.consume(end + 1);
+        }
+        Action::Continue
+    }
+
+    fn on_read_closed(&mut self, unconsumed: &[u8], output: &mut Vec<u8>) {
+        output.extend(unconsumed.iter().map(u8::to_ascii_uppercase));
+    }
+}
+
+#[track_caller]
+fn read_to_end(stream: &mut std::net::TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    stream.read_to_end(&mut got).expect("EOF, not a reset");
+    got
+}
+
+#[test]
+fn unconsumed_input_waits_for_the_rest_of_the_line() {
+    let server = start(Lines, |b| b.threads(1));
+    let mut stream = connect(server.addr);
+    for part in [&b"hel"[..], b"lo\nwor", b"ld\n"] {
+        stream.write_all(part).unwrap();
+        stream.flush().unwrap();
+    }
+    stream.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_end(&mut stream), b"HELLO\nWORLD\n");
+}
+
+#[test]
+fn end_of_input_hands_the_leftovers_to_the_handler() {
+    let server = start(Lines, |b| b.threads(1));
+    let mut stream = connect(server.addr);
+    stream.write_all(b"one\ntwo-without-newline").unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_end(&mut stream), b"ONE\nTWO-WITHOUT-NEWLINE");
+    let total = server.stop().total();
+    assert_eq!(total.closed(CloseReason::Peer), 1);
+}
+
+#[test]
+fn close_action_flushes_the_answer_then_closes() {
+    let server = start(Lines, |b| b.threads(1));
+    let mut stream = connect(server.addr);
+    stream.write_all(b"a\nquit\n").unwrap();
+    assert_eq!(read_to_end(&mut stream), b"A\nbye\n");
+    let total = server.stop().total();
+    assert_eq!(total.closed(CloseReason::Service), 1);
+}
+
+/// A client that never ends its line costs at most `max_input` of memory:
+/// past it, only its connection is closed.
+#[test]
+fn a_line_longer_than_the_input_limit_closes_only_that_connection() {
+    let server = start(Lines, |b| b.threads(1).max_input(16 * 1024));
+    let mut good = connect(server.addr);
+    let mut endless = connect(server.addr);
+    // Written from a thread: the server may close before taking it all.
+    let writer = std::thread::spawn(move || {
+        let chunk = [b'x'; 4096];
+        for _ in 0..64 {
+            if endless.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        let mut rest = Vec::new();
+        // EOF or a reset: either way the connection ended.
+        let _ = endless.read_to_end(&mut rest);
+        rest
+    });
+    let rest = writer.join().unwrap();
+    assert!(rest.is_empty(), "no answer to a line that never ended");
+    good.write_all(b"still served\n").unwrap();
+    let mut answer = [0u8; 13];
+    good.set_read_timeout(Some(LIMIT)).unwrap();
+    good.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"STILL SERVED\n");
+    drop(good);
+    let total = server.stop().total();
+    assert_eq!(total.closed(CloseReason::Error), 1, "{total}");
+}
