@@ -5,161 +5,22 @@
 //! `/proc` for the server process only, so tests running alongside do not
 //! disturb the figures.
 
+mod common;
 #[path = "../evloop/tests/support/mod.rs"]
 mod support;
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{ServerProcess, evloop_with_nofile};
 use support::{
     Amount, Ending, KIB, LIMIT, MIB, Streamer, connect, memory, process_cpu, quantile,
     quiet_machine, round_trip, shared_machine, thread_cpu, try_round_trip, wait_for_close,
     wait_until,
 };
-
-const EVLOOP: &str = env!("CARGO_BIN_EXE_evloop");
-
-/// A running `evloop serve echo` on a free loopback port, killed (SIGKILL)
-/// on drop if still running. Its standard error is collected line by line.
-struct Serve {
-    child: Child,
-    addr: SocketAddr,
-    log: Arc<(Mutex<Vec<String>>, Condvar)>,
-    stderr: Option<JoinHandle<()>>,
-}
-
-impl Serve {
-    /// `evloop serve echo --listen 127.0.0.1:0 <args>`, once it listens.
-    #[track_caller]
-    fn start(args: &[&str]) -> Serve {
-        Serve::spawn(Command::new(EVLOOP), args)
-    }
-
-    /// The same under `prlimit --nofile=N:N`.
-    #[track_caller]
-    fn start_with_nofile(nofile: u32, args: &[&str]) -> Serve {
-        let mut command = Command::new("prlimit");
-        command
-            .arg(format!("--nofile={nofile}:{nofile}"))
-            .arg(EVLOOP);
-        Serve::spawn(command, args)
-    }
-
-    #[track_caller]
-    fn spawn(mut command: Command, args: &[&str]) -> Serve {
-        command
-            .args(["serve", "echo", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().expect("spawn evloop serve");
-        let log: Arc<(Mutex<Vec<String>>, Condvar)> = Arc::default();
-        let stderr = {
-            let (pipe, log) = (child.stderr.take().unwrap(), Arc::clone(&log));
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines() {
-                    let Ok(line) = line else { break };
-                    log.0.lock().unwrap_or_else(|e| e.into_inner()).push(line);
-                    log.1.notify_all();
-                }
-            })
-        };
-        let mut serve = Serve {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            log,
-            stderr: Some(stderr),
-        };
-        let line = serve.wait_for_log("listening on ", LIMIT);
-        let addr = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        serve.addr = addr;
-        serve
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Sends a signal (`TERM`, `INT`) with kill(1).
-    #[track_caller]
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name} {} failed", self.pid());
-    }
-
-    /// Waits for the process to exit; fails after `limit`.
-    #[track_caller]
-    fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        let mut status = None;
-        wait_until("the server to exit", limit, || {
-            status = self.child.try_wait().expect("try_wait");
-            status.is_some()
-        });
-        status.unwrap()
-    }
-
-    /// Waits until a line of standard error contains `needle`; returns it.
-    #[track_caller]
-    fn wait_for_log(&self, needle: &str, limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
-        let (lines, changed) = &*self.log;
-        let mut lines = lines.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            if let Some(line) = lines.iter().find(|l| l.contains(needle)) {
-                return line.clone();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                let log = lines.join("\n");
-                drop(lines); // fail without poisoning the log for the reader thread
-                panic!("no log line with {needle:?} within {limit:?}; log:\n{log}");
-            }
-            lines = changed.wait_timeout(lines, left).unwrap().0;
-        }
-    }
-
-    /// How many lines of standard error so far contain `needle`.
-    fn count_log(&self, needle: &str) -> usize {
-        let lines = self.log.0.lock().unwrap_or_else(|e| e.into_inner());
-        lines.iter().filter(|l| l.contains(needle)).count()
-    }
-
-    fn log_text(&self) -> String {
-        self.log
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .join("\n")
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if let Some(stderr) = self.stderr.take() {
-            let _ = stderr.join();
-        }
-    }
-}
 
 /// Connects with a short read timeout, for probing.
 #[track_caller]
@@ -167,6 +28,16 @@ fn connect_probe(addr: SocketAddr, read_timeout: Duration) -> TcpStream {
     let stream = connect(addr);
     stream.set_read_timeout(Some(read_timeout)).unwrap();
     stream
+}
+
+/// Fails unless `after`, the time a 1 s timer took to act, is about a
+/// second: at least 900 ms and under `under` (slack for a loaded machine).
+#[track_caller]
+fn assert_about_a_second(after: Duration, under: Duration, what: &str) {
+    assert!(
+        after >= Duration::from_millis(900) && after < under,
+        "{what} after {after:?}, not within 900 ms..{under:?}"
+    );
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -183,7 +54,7 @@ mod backpressure {
     #[test]
     fn client_that_never_reads_costs_bounded_memory() {
         let _machine = shared_machine();
-        let serve = Serve::start(&["--threads", "1"]);
+        let serve = ServerProcess::start(&["echo", "--threads", "1"]);
         let stop = Arc::new(AtomicBool::new(false));
         let pushers: Vec<_> = (0..4)
             .map(|_| {
@@ -279,16 +150,17 @@ mod idle {
     #[test]
     fn silent_connection_is_closed_after_about_a_second() {
         let _machine = shared_machine();
-        let serve = Serve::start(&["--threads", "1", "--idle-timeout", "1s"]);
+        let serve = ServerProcess::start(&["echo", "--threads", "1", "--idle-timeout", "1s"]);
         let opened = Instant::now();
         let mut silent = connect(serve.addr);
         let (ending, _) = wait_for_close(&mut silent, Duration::from_secs(10));
         let after = opened.elapsed();
         eprintln!("silent connection closed after {after:?}");
         assert_eq!(ending, Ending::Eof);
-        assert!(
-            after >= Duration::from_millis(900) && after < Duration::from_secs(4),
-            "closed after {after:?} with --idle-timeout 1s"
+        assert_about_a_second(
+            after,
+            Duration::from_secs(4),
+            "closed with --idle-timeout 1s",
         );
     }
 
@@ -297,7 +169,7 @@ mod idle {
     #[test]
     fn connection_talking_every_200ms_is_kept() {
         let _machine = shared_machine();
-        let serve = Serve::start(&["--threads", "1", "--idle-timeout", "1s"]);
+        let serve = ServerProcess::start(&["echo", "--threads", "1", "--idle-timeout", "1s"]);
         let mut talker = connect(serve.addr);
         let start = Instant::now();
         let mut exchanges = 0;
@@ -322,7 +194,8 @@ mod descriptors {
     #[test]
     fn running_out_of_descriptors_backs_off_and_recovers() {
         let _machine = shared_machine();
-        let mut serve = Serve::start_with_nofile(64, &["--threads", "1"]);
+        let mut serve =
+            ServerProcess::start_with(evloop_with_nofile(64), &["echo", "--threads", "1"]);
         let probe = Duration::from_millis(1000);
 
         // Accepted clients echo at once; the first one left in the backlog
@@ -349,7 +222,7 @@ mod descriptors {
         while held + waiting.len() < 200 {
             waiting.push(connect(serve.addr));
         }
-        serve.wait_for_log("accept failed", LIMIT);
+        serve.wait_for_line("accept failed");
 
         // Out of descriptors, with 200 - held clients in the backlog: no spin.
         let window = Duration::from_secs(2);
@@ -396,13 +269,13 @@ mod descriptors {
                 i + 1
             );
         }
-        serve.wait_for_log("accepting again after", LIMIT);
+        serve.wait_for_line("accepting again after");
 
         // Everyone leaves; the server still drains and exits cleanly.
         drop(served);
         drop(waiting);
         serve.signal("TERM");
-        let status = serve.wait_exit(LIMIT);
+        let status = serve.wait_exit();
         assert_eq!(status.code(), Some(0), "{status}\n{}", serve.log_text());
     }
 }
@@ -416,7 +289,7 @@ mod shutdown {
     #[test]
     fn sigterm_refuses_newcomers_and_drains_every_stream() {
         let _machine = shared_machine();
-        let mut serve = Serve::start(&["--threads", "2"]);
+        let mut serve = ServerProcess::start(&["echo", "--threads", "2"]);
         const BYTES: u64 = 4 * MIB as u64;
         const HOLD_AT: u64 = MIB as u64;
         // Every writer pauses after 1 MiB until the signal is sent, so all
@@ -456,7 +329,7 @@ mod shutdown {
         for stream in streams {
             total += stream.finish().received;
         }
-        let status = serve.wait_exit(LIMIT);
+        let status = serve.wait_exit();
         eprintln!(
             "refused {refused_after:?} after SIGTERM; {total} bytes echoed; exit after {:?}",
             signalled.elapsed()
@@ -471,16 +344,16 @@ mod shutdown {
     #[test]
     fn second_sigterm_cuts_connections_and_exits_nonzero() {
         let _machine = shared_machine();
-        let mut serve = Serve::start(&["--threads", "2"]);
+        let mut serve = ServerProcess::start(&["echo", "--threads", "2"]);
         let mut clients: Vec<_> = (0..4).map(|_| connect(serve.addr)).collect();
         for client in &mut clients {
             round_trip(client, b"open");
         }
         serve.signal("TERM");
-        serve.wait_for_log("draining connections", LIMIT);
+        serve.wait_for_line("draining connections");
         let second = Instant::now();
         serve.signal("TERM");
-        let status = serve.wait_exit(LIMIT);
+        let status = serve.wait_exit();
         let exited_after = second.elapsed();
         for client in &mut clients {
             let (_, after) = wait_for_close(client, Duration::from_secs(5));
@@ -489,7 +362,7 @@ mod shutdown {
         eprintln!("exit {status} {exited_after:?} after the second SIGTERM");
         assert_eq!(status.code(), Some(1), "{status}\n{}", serve.log_text());
         assert!(exited_after < Duration::from_secs(5), "{exited_after:?}");
-        serve.wait_for_log("cut 4 connections", LIMIT);
+        serve.wait_for_line("cut 4 connections");
     }
 
     /// `--shutdown-timeout 1s` with a client that stays open and silent:
@@ -497,20 +370,18 @@ mod shutdown {
     #[test]
     fn shutdown_timeout_cuts_a_lingering_client_and_exits_nonzero() {
         let _machine = shared_machine();
-        let mut serve = Serve::start(&["--threads", "1", "--shutdown-timeout", "1s"]);
+        let mut serve =
+            ServerProcess::start(&["echo", "--threads", "1", "--shutdown-timeout", "1s"]);
         let mut lingering = connect(serve.addr);
         round_trip(&mut lingering, b"staying");
         let signalled = Instant::now();
         serve.signal("TERM");
-        let status = serve.wait_exit(LIMIT);
+        let status = serve.wait_exit();
         let after = signalled.elapsed();
         wait_for_close(&mut lingering, Duration::from_secs(5));
         eprintln!("exit {status} {after:?} after SIGTERM with --shutdown-timeout 1s");
         assert_eq!(status.code(), Some(1), "{status}\n{}", serve.log_text());
-        assert!(
-            after >= Duration::from_millis(900) && after < Duration::from_secs(5),
-            "exited {after:?} after SIGTERM"
-        );
+        assert_about_a_second(after, Duration::from_secs(5), "exited after SIGTERM");
     }
 
     /// A supervisor that sends SIGTERM (or SIGINT) as soon as it reads the
@@ -521,9 +392,9 @@ mod shutdown {
     fn signal_right_after_the_listening_line_drains() {
         let _machine = shared_machine();
         for signal in ["TERM", "INT", "TERM", "INT", "TERM", "INT"] {
-            let mut serve = Serve::start(&["--threads", "2"]);
+            let mut serve = ServerProcess::start(&["echo", "--threads", "2"]);
             serve.signal(signal);
-            let status = serve.wait_exit(LIMIT);
+            let status = serve.wait_exit();
             assert_eq!(
                 status.code(),
                 Some(0),
@@ -541,7 +412,8 @@ mod limit {
     /// at once, the first three keep working: the limit is server-wide.
     fn fourth_connection_is_closed_at_once(balance: &str) {
         let _machine = shared_machine();
-        let serve = Serve::start(&[
+        let serve = ServerProcess::start(&[
+            "echo",
             "--threads",
             "2",
             "--balance",
@@ -585,7 +457,7 @@ mod fairness {
     #[test]
     fn ping_pong_stays_fast_beside_four_blasting_clients() {
         let _quiet = quiet_machine();
-        let serve = Serve::start(&["--threads", "1"]);
+        let serve = ServerProcess::start(&["echo", "--threads", "1"]);
         let blasters: Vec<Streamer> = (0..4)
             .map(|seed| Streamer::start(serve.addr, seed, Amount::UntilStopped, 64 * KIB))
             .collect();
@@ -632,7 +504,7 @@ mod cores {
     /// (`evloop-0`, `evloop-1`) use CPU, and every byte comes back.
     fn both_loop_threads_work(balance: &str) {
         let _machine = shared_machine();
-        let mut serve = Serve::start(&["--threads", "2", "--balance", balance]);
+        let mut serve = ServerProcess::start(&["echo", "--threads", "2", "--balance", balance]);
         // Enough work that each loop's CPU time is several clock ticks.
         const BYTES: u64 = 2 * MIB as u64;
         let streams: Vec<Streamer> = (0..100)
@@ -654,7 +526,7 @@ mod cores {
         assert!(loop0 > Duration::ZERO, "evloop-0 did no work: {threads:?}");
         assert!(loop1 > Duration::ZERO, "evloop-1 did no work: {threads:?}");
         serve.signal("TERM");
-        let status = serve.wait_exit(LIMIT);
+        let status = serve.wait_exit();
         assert_eq!(status.code(), Some(0), "{status}\n{}", serve.log_text());
     }
 

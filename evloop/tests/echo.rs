@@ -1,17 +1,15 @@
 //! Echo correctness under concurrency, half-close and resets, on real
 //! loopback sockets against an in-process server.
 
-mod common;
+mod support;
 
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::time::Duration;
 
-use common::{Rng, connect, echo_in_chunks, start};
 use evloop::CloseReason;
 use evloop::services::{Discard, Echo};
-
-const MIB: usize = 1024 * 1024;
+use support::{MIB, Rng, connect, echo_in_chunks, start};
 
 #[test]
 fn two_hundred_clients_each_echo_one_mebibyte_in_random_chunks() {

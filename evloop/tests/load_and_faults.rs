@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use evloop::services::Echo;
 use evloop::{Balance, CloseReason};
 use support::{
-    Ending, KIB, LIMIT, MIB, assert_echo_works, connect, pattern, round_trip, shared_machine,
-    start, try_round_trip, wait_for_close, wait_until,
+    Ending, KIB, LIMIT, MIB, assert_echo_works, connect, pattern, per_balance, round_trip,
+    shared_machine, start, try_round_trip, wait_for_close, wait_until,
 };
 
 mod backpressure {
@@ -138,21 +138,6 @@ mod idle {
 
 mod limit {
     use super::*;
-
-    macro_rules! per_balance {
-        ($($name:ident),* $(,)?) => {$(
-            mod $name {
-                #[test]
-                fn reuseport() {
-                    super::$name(evloop::Balance::ReusePort)
-                }
-                #[test]
-                fn handoff() {
-                    super::$name(evloop::Balance::Handoff)
-                }
-            }
-        )*};
-    }
 
     per_balance!(connection_limit_is_server_wide_across_two_loops);
 

@@ -6,24 +6,7 @@ mod support;
 
 use evloop::services::Echo;
 use evloop::{Balance, CloseReason};
-use support::{Amount, KIB, LIMIT, MIB, Streamer, shared_machine, start, wait_until};
-
-/// Instantiates a test `fn name(balance: Balance)` once per balance mode, as
-/// `name::reuseport` and `name::handoff`.
-macro_rules! per_balance {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn reuseport() {
-                super::$name(evloop::Balance::ReusePort)
-            }
-            #[test]
-            fn handoff() {
-                super::$name(evloop::Balance::Handoff)
-            }
-        }
-    )*};
-}
+use support::{Amount, KIB, LIMIT, MIB, Streamer, per_balance, shared_machine, start, wait_until};
 
 per_balance!(
     two_loops_both_accept_and_echo_a_hundred_clients,

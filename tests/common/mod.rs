@@ -15,6 +15,15 @@ pub fn evloop() -> Command {
     Command::new(env!("CARGO_BIN_EXE_evloop"))
 }
 
+/// `evloop` under `prlimit --nofile=N:N`, for [`ServerProcess::start_with`].
+pub fn evloop_with_nofile(nofile: u32) -> Command {
+    let mut command = Command::new("prlimit");
+    command
+        .arg(format!("--nofile={nofile}:{nofile}"))
+        .arg(env!("CARGO_BIN_EXE_evloop"));
+    command
+}
+
 /// A running `evloop serve`; killed on drop if still running.
 pub struct ServerProcess {
     pub child: Child,
@@ -118,6 +127,19 @@ impl ServerProcess {
         &self.log
     }
 
+    /// How many lines logged so far contain `needle`.
+    pub fn count_log(&mut self, needle: &str) -> usize {
+        self.drain_log()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// Every line logged so far, as one text (for failure messages).
+    pub fn log_text(&mut self) -> String {
+        self.drain_log().join("\n")
+    }
+
     /// Sends `signal` (e.g. "TERM", "INT") to the server.
     #[track_caller]
     pub fn signal(&self, signal: &str) {
@@ -125,7 +147,7 @@ impl ServerProcess {
             .args([&format!("-{signal}"), &self.pid().to_string()])
             .status()
             .expect("run kill");
-        assert!(status.success(), "kill -{signal} failed");
+        assert!(status.success(), "kill -{signal} {} failed", self.pid());
     }
 
     /// Waits for the server to exit; returns its status and the whole log.

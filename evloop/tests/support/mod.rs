@@ -1,6 +1,7 @@
-//! Helpers for the load, fault and threading tests: an in-process server,
-//! clients that stream a checkable byte pattern, bounded waits, and readings
-//! of a process's CPU time and memory from `/proc`.
+//! Helpers for the library's integration tests (echo, load, faults,
+//! threading): an in-process server, clients that stream a checkable byte
+//! pattern or random bytes in random-size chunks, bounded waits, and
+//! readings of a process's CPU time and memory from `/proc`.
 //!
 //! Also compiled into the binary-level tests (`tests/serve_faults.rs`) with
 //! `#[path]`, so it depends only on `std` and `evloop`.
@@ -21,6 +22,28 @@ pub const LIMIT: Duration = Duration::from_secs(20);
 
 pub const KIB: usize = 1024;
 pub const MIB: usize = 1024 * 1024;
+
+// ---- one test per balance mode ----------------------------------------------
+
+/// Instantiates a test `fn name(balance: Balance)` once per balance mode, as
+/// `name::reuseport` and `name::handoff`.
+#[allow(unused_macros)] // each test binary uses its own subset
+macro_rules! per_balance {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn reuseport() {
+                super::$name(evloop::Balance::ReusePort)
+            }
+            #[test]
+            fn handoff() {
+                super::$name(evloop::Balance::Handoff)
+            }
+        }
+    )*};
+}
+#[allow(unused_imports)] // each test binary uses its own subset
+pub(crate) use per_balance;
 
 // ---- sharing the machine ---------------------------------------------------
 
@@ -207,15 +230,8 @@ const PERIOD: usize = 65_537;
 fn pattern_table() -> &'static [u8] {
     static TABLE: OnceLock<Vec<u8>> = OnceLock::new();
     TABLE.get_or_init(|| {
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        let one: Vec<u8> = (0..PERIOD)
-            .map(|_| {
-                x ^= x >> 12;
-                x ^= x << 25;
-                x ^= x >> 27;
-                (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8
-            })
-            .collect();
+        let mut rng = Rng::new(1);
+        let one: Vec<u8> = (0..PERIOD).map(|_| (rng.next() >> 56) as u8).collect();
         // Twice over, so that any window up to PERIOD long is one slice.
         [one.as_slice(), one.as_slice()].concat()
     })
@@ -392,6 +408,58 @@ impl Streamer {
         );
         Streamed { sent, received }
     }
+}
+
+// ---- random bytes in random-size chunks ---------------------------------------
+
+/// A small deterministic generator (xorshift64*), so failures reproduce.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `lo..=hi`.
+    pub fn between(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.next() % (hi - lo + 1) as u64) as usize
+    }
+
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// Sends `data` in random-size chunks (1 byte to 64 KiB, drawn from `seed`)
+/// on one thread while reading the echo on another; returns what came back
+/// before EOF (the client half-closes after sending).
+#[track_caller]
+pub fn echo_in_chunks(addr: SocketAddr, data: &[u8], seed: u64) -> Vec<u8> {
+    let stream = connect(addr);
+    let mut reader = stream.try_clone().unwrap();
+    std::thread::scope(|s| {
+        let received = s.spawn(move || {
+            let mut got = Vec::with_capacity(data.len());
+            reader.read_to_end(&mut got).map(|_| got)
+        });
+        let mut writer = &stream;
+        let mut rng = Rng::new(seed);
+        let mut sent = 0;
+        while sent < data.len() {
+            let n = rng.between(1, 64 * KIB).min(data.len() - sent);
+            writer.write_all(&data[sent..sent + n]).expect("write");
+            sent += n;
+        }
+        stream.shutdown(Shutdown::Write).unwrap();
+        received.join().unwrap().expect("read echo")
+    })
 }
 
 // ---- processes, from /proc -----------------------------------------------------
