@@ -9,7 +9,12 @@
 //! * `evloop_fd_waker`: targets whose waker is a descriptor (eventfd or pipe).
 
 fn main() {
-    for cfg in ["evloop_epoll", "evloop_kqueue", "evloop_kqueue_user", "evloop_fd_waker"] {
+    for cfg in [
+        "evloop_epoll",
+        "evloop_kqueue",
+        "evloop_kqueue_user",
+        "evloop_fd_waker",
+    ] {
         println!("cargo::rustc-check-cfg=cfg({cfg})");
     }
     let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();

@@ -51,7 +51,9 @@ mod sys;
 mod sys;
 
 #[cfg(not(any(evloop_epoll, evloop_kqueue)))]
-compile_error!("evloop supports Linux (epoll) and macOS/iOS/FreeBSD/DragonFly/NetBSD/OpenBSD (kqueue)");
+compile_error!(
+    "evloop supports Linux (epoll) and macOS/iOS/FreeBSD/DragonFly/NetBSD/OpenBSD (kqueue)"
+);
 
 // The eventfd/pipe waker serves epoll and the kqueues without EVFILT_USER.
 #[cfg(evloop_fd_waker)]
