@@ -1,1 +1,187 @@
-fn main() {}
+//! `evloop-bench`: runs evloop's echo server side by side with its peers and
+//! records the figures.
+//!
+//! ```text
+//! cargo run -p evloop-bench --release -- compare [--quick] [--rounds N] [--duration D]
+//! ```
+//!
+//! builds `target/release/evloop` and the C servers of `bench/c/`, then runs
+//! every server pinned to CPU 0 with `evloop bench echo` on CPU 1 as the load
+//! generator, over a matrix of loads in interleaved rounds; then measures
+//! idle-connection memory (`memory`) and system calls per request
+//! (`syscalls`). Results go to `bench/results/latest.{json,md,svg}`, and the
+//! tables replace the results section of `docs/BENCHMARKS.md`, which
+//! explains the method.
+//!
+//! The mio and tokio peers are subcommands of this program, so the harness
+//! starts itself as those servers.
+
+mod chart;
+mod compare;
+mod environment;
+mod limits;
+mod loadgen;
+mod markdown;
+mod memory;
+mod peers;
+mod prepare;
+mod servers;
+mod syscalls;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use compare::{SYSCALL_POINT, Settings};
+use loadgen::Load;
+use servers::ServerKind;
+
+/// Compares evloop's echo server with a C epoll baseline, mio and tokio.
+#[derive(Parser, Debug)]
+#[command(name = "evloop-bench")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Everything: throughput matrix, idle memory, cost per request.
+    Compare {
+        /// A smoke test: one short round, 1,000 idle connections; results
+        /// under target/evloop-bench/ instead of bench/results/.
+        #[arg(long)]
+        quick: bool,
+        /// Rounds over the matrix (at least 3 for a result worth keeping).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+        rounds: u32,
+        /// Measured time per run, e.g. 2s or 500ms.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Warm-up before each measured run.
+        #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+        warmup: Duration,
+        /// Skip the idle-connection memory runs.
+        #[arg(long)]
+        skip_memory: bool,
+        /// Skip counting system calls per request.
+        #[arg(long)]
+        skip_syscalls: bool,
+    },
+    /// Server memory growth per idle connection.
+    Memory {
+        /// Connection counts, ascending.
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+        counts: Vec<usize>,
+    },
+    /// System calls (and instructions, where counted) per echoed request.
+    Syscalls {
+        /// Measured time per server.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+    },
+    /// Serve echo on 127.0.0.1:PORT with mio (used by compare).
+    ServeMio {
+        /// The loopback port.
+        port: u16,
+    },
+    /// Serve echo on 127.0.0.1:PORT with tokio's current_thread runtime.
+    ServeTokioCurrent {
+        /// The loopback port.
+        port: u16,
+    },
+    /// Serve echo on 127.0.0.1:PORT with tokio's multi_thread runtime.
+    ServeTokioMulti {
+        /// The loopback port.
+        port: u16,
+        /// Worker threads.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let loopback = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let result = match cli.command {
+        Command::Compare {
+            quick,
+            rounds,
+            duration,
+            warmup,
+            skip_memory,
+            skip_syscalls,
+        } => {
+            let settings = if quick {
+                Settings {
+                    rounds: 1,
+                    warmup: Duration::from_millis(100),
+                    duration: Duration::from_millis(400),
+                    memory_counts: if skip_memory { vec![] } else { vec![1000] },
+                    syscalls: !skip_syscalls,
+                    quick,
+                }
+            } else {
+                Settings {
+                    rounds: rounds as usize,
+                    warmup,
+                    duration,
+                    memory_counts: if skip_memory {
+                        vec![]
+                    } else {
+                        vec![10_000, 100_000]
+                    },
+                    syscalls: !skip_syscalls,
+                    quick,
+                }
+            };
+            let command = std::iter::once("cargo run -p evloop-bench --release --".to_string())
+                .chain(std::env::args().skip(1))
+                .collect::<Vec<_>>()
+                .join(" ");
+            compare::run(settings, command).map(|path| eprintln!("results: {}", path.display()))
+        }
+        Command::Memory { counts } => {
+            let limit = limits::raise_file_limit();
+            let binaries = prepare::build_all(false);
+            let results = memory::run(&ServerKind::ALL, &binaries, &counts, &limit);
+            print_json(&results)
+        }
+        Command::Syscalls { duration } => {
+            let binaries = prepare::build_all(false);
+            let counters = syscalls::Counters::detect();
+            let load = Load {
+                connections: SYSCALL_POINT.0,
+                size: SYSCALL_POINT.1,
+                warmup: Duration::ZERO,
+                duration,
+            };
+            let results = syscalls::run(&ServerKind::ALL, &binaries, &counters, load);
+            print_json(&(counters, results))
+        }
+        Command::ServeMio { port } => peers::serve_mio(loopback(port)).map_err(|e| e.to_string()),
+        Command::ServeTokioCurrent { port } => {
+            peers::serve_tokio(loopback(port), peers::TokioFlavor::CurrentThread)
+                .map_err(|e| e.to_string())
+        }
+        Command::ServeTokioMulti { port, workers } => {
+            peers::serve_tokio(loopback(port), peers::TokioFlavor::MultiThread(workers))
+                .map_err(|e| e.to_string())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
+    let json = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+    println!("{json}");
+    Ok(())
+}

@@ -1,0 +1,405 @@
+//! `compare`: every server under the same loads, rounds interleaved, medians
+//! and ratios to the C baseline; then idle memory and cost per request.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::environment::Environment;
+use crate::limits::raise_file_limit;
+use crate::loadgen::{self, Load};
+use crate::memory::{self, MemoryResult};
+use crate::prepare::{self, Binaries};
+use crate::servers::{RunningServer, ServerKind, taskset_available};
+use crate::syscalls::{self, Counters, SyscallResult};
+use crate::{chart, markdown};
+
+/// The loads every server runs: (connections, bytes per message).
+pub const MATRIX: [(u32, u32); 4] = [(1, 64), (50, 128), (500, 128), (50, 4096)];
+/// The load the cost per request is counted under.
+pub const SYSCALL_POINT: (u32, u32) = (50, 128);
+
+/// How `compare` runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    /// Rounds over the whole matrix.
+    pub rounds: usize,
+    /// Warm-up before each measured run.
+    #[serde(serialize_with = "seconds")]
+    pub warmup: Duration,
+    /// Measured time per run.
+    #[serde(serialize_with = "seconds")]
+    pub duration: Duration,
+    /// Idle connection counts for the memory runs (empty: skipped).
+    pub memory_counts: Vec<usize>,
+    /// Whether the cost per request is counted.
+    pub syscalls: bool,
+    /// A smoke test: results go under `target/`, not `bench/results/`.
+    pub quick: bool,
+}
+
+/// One server at one load in one round.
+#[derive(Debug, Serialize)]
+pub struct Run {
+    /// Which round.
+    pub round: usize,
+    /// Measured requests per second.
+    pub requests_per_sec: f64,
+    /// 99th percentile latency in microseconds.
+    pub p99_us: f64,
+    /// Server CPU time over the whole run (warm-up included), in seconds.
+    pub server_cpu_seconds: f64,
+    /// Requests over the whole run (warm-up included).
+    pub requests_total: u64,
+}
+
+impl Run {
+    /// Server CPU microseconds per request.
+    fn cpu_us_per_request(&self) -> f64 {
+        self.server_cpu_seconds * 1e6 / self.requests_total.max(1) as f64
+    }
+}
+
+/// One server at one load: its runs and their medians.
+#[derive(Debug, Serialize)]
+pub struct ServerSummary {
+    /// The server's name.
+    pub server: &'static str,
+    /// The successful runs.
+    pub runs: Vec<Run>,
+    /// What went wrong in the other runs.
+    pub errors: Vec<String>,
+    /// Median requests per second.
+    pub requests_per_sec: Option<f64>,
+    /// How far apart the rounds were: (max − min) / median requests/s.
+    pub requests_per_sec_spread: Option<f64>,
+    /// Median p99 latency, microseconds.
+    pub p99_us: Option<f64>,
+    /// Median server CPU microseconds per request.
+    pub cpu_us_per_request: Option<f64>,
+    /// Median requests/s over the baseline's.
+    pub requests_per_sec_vs_baseline: Option<f64>,
+    /// Median CPU per request over the baseline's.
+    pub cpu_per_request_vs_baseline: Option<f64>,
+}
+
+/// All servers at one load.
+#[derive(Debug, Serialize)]
+pub struct PointResult {
+    /// Connections.
+    pub connections: u32,
+    /// Bytes per message.
+    pub size: u32,
+    /// One entry per server.
+    pub servers: Vec<ServerSummary>,
+}
+
+/// Everything `compare` measured, as written to JSON.
+#[derive(Debug, Serialize)]
+pub struct Results {
+    /// Machine and toolchain.
+    pub environment: Environment,
+    /// How it ran.
+    pub settings: Settings,
+    /// The server ratios are taken against.
+    pub baseline: &'static str,
+    /// Throughput, latency and CPU per load.
+    pub throughput: Vec<PointResult>,
+    /// Idle connection memory, if run.
+    pub memory: Option<Vec<MemoryResult>>,
+    /// How the cost per request was counted, if run.
+    pub counters: Option<Counters>,
+    /// Cost per request, if run.
+    pub syscalls: Option<Vec<SyscallResult>>,
+}
+
+/// Runs the comparison and writes its results; returns where they went.
+pub fn run(settings: Settings, command: String) -> Result<PathBuf, String> {
+    let file_limit = raise_file_limit();
+    let pinning = if taskset_available() {
+        "servers on CPU 0, load generator on CPU 1 (taskset)".to_string()
+    } else {
+        "none: taskset is unavailable".to_string()
+    };
+    let environment = Environment::capture(command, pinning, file_limit.soft);
+    let binaries = prepare::build_all(true);
+    let evloop = binaries
+        .evloop
+        .as_ref()
+        .map_err(|e| format!("no load generator: {e}"))?;
+    eprintln!("load generator: {}", evloop.display());
+
+    let phase = Instant::now();
+    let throughput = throughput(&settings, &binaries);
+    eprintln!(
+        "throughput runs took {:.0} s",
+        phase.elapsed().as_secs_f64()
+    );
+    let phase = Instant::now();
+    let memory = (!settings.memory_counts.is_empty()).then(|| {
+        memory::run(
+            &ServerKind::ALL,
+            &binaries,
+            &settings.memory_counts,
+            &file_limit,
+        )
+    });
+    eprintln!("memory runs took {:.0} s", phase.elapsed().as_secs_f64());
+    let phase = Instant::now();
+    let (counters, syscalls) = if settings.syscalls {
+        let counters = Counters::detect();
+        let load = Load {
+            connections: SYSCALL_POINT.0,
+            size: SYSCALL_POINT.1,
+            warmup: Duration::ZERO,
+            duration: settings.duration,
+        };
+        let results = syscalls::run(&ServerKind::ALL, &binaries, &counters, load);
+        (Some(counters), Some(results))
+    } else {
+        (None, None)
+    };
+    eprintln!(
+        "system-call runs took {:.0} s",
+        phase.elapsed().as_secs_f64()
+    );
+    let results = Results {
+        environment,
+        baseline: ServerKind::BASELINE.name(),
+        settings,
+        throughput,
+        memory,
+        counters,
+        syscalls,
+    };
+    write_results(&results)
+}
+
+/// Rounds of the whole matrix, each round running every load on every
+/// server in turn, so that drift in the machine spreads over all servers.
+fn throughput(settings: &Settings, binaries: &Binaries) -> Vec<PointResult> {
+    let evloop = binaries.evloop.as_ref().expect("checked by the caller");
+    let mut points: Vec<PointResult> = MATRIX
+        .iter()
+        .map(|&(connections, size)| PointResult {
+            connections,
+            size,
+            servers: ServerKind::ALL
+                .iter()
+                .map(|kind| ServerSummary {
+                    server: kind.name(),
+                    runs: Vec::new(),
+                    errors: Vec::new(),
+                    requests_per_sec: None,
+                    requests_per_sec_spread: None,
+                    p99_us: None,
+                    cpu_us_per_request: None,
+                    requests_per_sec_vs_baseline: None,
+                    cpu_per_request_vs_baseline: None,
+                })
+                .collect(),
+        })
+        .collect();
+    // A server that failed to start once is not retried: every later run
+    // would wait for the same failure.
+    let mut failed_to_start: HashMap<ServerKind, String> = HashMap::new();
+    let log_dir = prepare::work_dir();
+    for round in 0..settings.rounds {
+        for point in &mut points {
+            let load = Load {
+                connections: point.connections,
+                size: point.size,
+                warmup: settings.warmup,
+                duration: settings.duration,
+            };
+            for (kind, summary) in ServerKind::ALL.iter().zip(&mut point.servers) {
+                if let Some(why) = failed_to_start.get(kind) {
+                    summary
+                        .errors
+                        .push(format!("round {round}: not started: {why}"));
+                    continue;
+                }
+                let server = match RunningServer::start(*kind, binaries, &log_dir) {
+                    Ok(server) => server,
+                    Err(why) => {
+                        eprintln!("{}: failed to start: {why}", kind.name());
+                        summary
+                            .errors
+                            .push(format!("round {round}: failed to start: {why}"));
+                        failed_to_start.insert(*kind, why);
+                        continue;
+                    }
+                };
+                match measure(server, evloop, load, round) {
+                    Ok(run) => {
+                        eprintln!(
+                            "round {round} {:>4} × {:>4} B {:<22} {:>9.0} req/s  p99 {:>8.1} µs  {:>6.2} µs CPU/req",
+                            load.connections,
+                            load.size,
+                            kind.name(),
+                            run.requests_per_sec,
+                            run.p99_us,
+                            run.cpu_us_per_request()
+                        );
+                        summary.runs.push(run);
+                    }
+                    Err(why) => {
+                        eprintln!("round {round} {}: {why}", kind.name());
+                        summary.errors.push(format!("round {round}: {why}"));
+                    }
+                }
+            }
+        }
+    }
+    for point in &mut points {
+        summarize(point);
+    }
+    points
+}
+
+fn measure(
+    mut server: RunningServer,
+    evloop: &std::path::Path,
+    load: Load,
+    round: usize,
+) -> Result<Run, String> {
+    let cpu_error = |e: std::io::Error| format!("reading the server's CPU time: {e}");
+    let before = server.cpu_time().map_err(cpu_error)?;
+    let report = loadgen::run(evloop, server.port, load);
+    let after = server.cpu_time().map_err(cpu_error)?;
+    if !server.is_running() {
+        return Err(format!(
+            "the server exited during the run: {}",
+            server.log_tail()
+        ));
+    }
+    let report = report?;
+    Ok(Run {
+        round,
+        requests_per_sec: report.requests_per_sec,
+        p99_us: report.latency_us.p99,
+        server_cpu_seconds: (after - before).as_secs_f64(),
+        requests_total: report.requests_total,
+    })
+}
+
+/// Fills in the medians and the ratios to the baseline.
+fn summarize(point: &mut PointResult) {
+    for summary in &mut point.servers {
+        let runs = &summary.runs;
+        summary.requests_per_sec = median(runs.iter().map(|r| r.requests_per_sec));
+        summary.requests_per_sec_spread = summary.requests_per_sec.map(|median| {
+            let rates = runs.iter().map(|r| r.requests_per_sec);
+            let (min, max) = rates.fold((f64::MAX, 0.0_f64), |(lo, hi), r| (lo.min(r), hi.max(r)));
+            (max - min) / median
+        });
+        summary.p99_us = median(runs.iter().map(|r| r.p99_us));
+        summary.cpu_us_per_request = median(runs.iter().map(Run::cpu_us_per_request));
+    }
+    let baseline = point
+        .servers
+        .iter()
+        .find(|s| s.server == ServerKind::BASELINE.name())
+        .map(|s| (s.requests_per_sec, s.cpu_us_per_request));
+    let Some((base_rps, base_cpu)) = baseline else {
+        return;
+    };
+    for summary in &mut point.servers {
+        summary.requests_per_sec_vs_baseline = ratio(summary.requests_per_sec, base_rps);
+        summary.cpu_per_request_vs_baseline = ratio(summary.cpu_us_per_request, base_cpu);
+    }
+}
+
+fn ratio(value: Option<f64>, base: Option<f64>) -> Option<f64> {
+    match (value, base) {
+        (Some(v), Some(b)) if b > 0.0 => Some(v / b),
+        _ => None,
+    }
+}
+
+/// The middle value (the mean of the two middle ones for an even count).
+fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut values: Vec<f64> = values.collect();
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    Some(if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    })
+}
+
+/// Writes `NAME.json`, `NAME.md` and `NAME.svg`: `bench/results/latest.*`
+/// for a full run, `target/evloop-bench/quick.*` for a smoke test.
+fn write_results(results: &Results) -> Result<PathBuf, String> {
+    let (dir, name) = if results.settings.quick {
+        (prepare::work_dir(), "quick")
+    } else {
+        (prepare::workspace_root().join("bench/results"), "latest")
+    };
+    fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let write = |extension: &str, contents: &str| -> Result<(), String> {
+        let path = dir.join(format!("{name}.{extension}"));
+        fs::write(&path, contents).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    let json = serde_json::to_string_pretty(results).map_err(|e| format!("JSON: {e}"))?;
+    write("json", &(json + "\n"))?;
+    let svg_name = format!("{name}.svg");
+    write("md", &markdown::render(results, &svg_name))?;
+    write("svg", &chart::render(results)?)?;
+    if !results.settings.quick {
+        splice_into_docs(&markdown::render(results, "../bench/results/latest.svg"))?;
+    }
+    print!("{}", markdown::render_throughput(results));
+    Ok(dir.join(format!("{name}.md")))
+}
+
+/// Replaces the generated part of `docs/BENCHMARKS.md` (between its two
+/// markers) with `generated`, so the published figures are always the last
+/// full run's and never typed by hand.
+fn splice_into_docs(generated: &str) -> Result<(), String> {
+    const BEGIN: &str = "<!-- results:begin -->";
+    const END: &str = "<!-- results:end -->";
+    let path = prepare::workspace_root().join("docs/BENCHMARKS.md");
+    let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (Some(begin), Some(end)) = (text.find(BEGIN), text.find(END)) else {
+        return Err(format!(
+            "{} lacks the {BEGIN} … {END} markers",
+            path.display()
+        ));
+    };
+    if end < begin {
+        return Err(format!("{}: {END} comes before {BEGIN}", path.display()));
+    }
+    let spliced = format!("{}{BEGIN}\n{generated}{}", &text[..begin], &text[end..]);
+    fs::write(&path, spliced).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median([3.0, 1.0, 2.0].into_iter()), Some(2.0));
+        assert_eq!(median([4.0, 1.0, 2.0, 3.0].into_iter()), Some(2.5));
+        assert_eq!(median(std::iter::empty()), None);
+    }
+
+    #[test]
+    fn ratios_need_a_positive_baseline() {
+        assert_eq!(ratio(Some(2.0), Some(4.0)), Some(0.5));
+        assert_eq!(ratio(Some(2.0), Some(0.0)), None);
+        assert_eq!(ratio(None, Some(1.0)), None);
+    }
+}

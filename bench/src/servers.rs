@@ -1,0 +1,304 @@
+//! The servers under test: how to start each one pinned to its CPU, know when
+//! it is ready, read its CPU time and memory, and stop it.
+
+use std::fs;
+use std::io;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::prepare::Binaries;
+
+/// The CPU the servers run on; the load generator runs on [`LOAD_CPU`].
+pub const SERVER_CPU: &str = "0";
+/// The CPU the load generator runs on.
+pub const LOAD_CPU: &str = "1";
+/// How long a server may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A server in the comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ServerKind {
+    /// `evloop serve echo --threads 1`.
+    Evloop,
+    /// `bench/c/epoll_echo.c`: batched `epoll_wait`, the baseline.
+    CEpoll,
+    /// The same C source with one event per `epoll_wait`, as in the seed.
+    COneEvent,
+    /// The mio echo server of [`crate::peers`].
+    Mio,
+    /// The tokio echo server on the `current_thread` runtime.
+    TokioCurrentThread,
+    /// The tokio echo server on the `multi_thread` runtime, two workers.
+    TokioMultiThread,
+}
+
+impl ServerKind {
+    /// Every server, in the order runs interleave and tables list them.
+    pub const ALL: [ServerKind; 6] = [
+        ServerKind::CEpoll,
+        ServerKind::Evloop,
+        ServerKind::COneEvent,
+        ServerKind::Mio,
+        ServerKind::TokioCurrentThread,
+        ServerKind::TokioMultiThread,
+    ];
+
+    /// The server every ratio is taken against.
+    pub const BASELINE: ServerKind = ServerKind::CEpoll;
+
+    /// The name in tables, charts and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerKind::Evloop => "evloop",
+            ServerKind::CEpoll => "c-epoll",
+            ServerKind::COneEvent => "c-epoll-1-event",
+            ServerKind::Mio => "mio",
+            ServerKind::TokioCurrentThread => "tokio-current-thread",
+            ServerKind::TokioMultiThread => "tokio-multi-thread-2",
+        }
+    }
+
+    /// The program and arguments that run this server on `port`, or why it
+    /// cannot run.
+    fn command_line(self, binaries: &Binaries, port: u16) -> Result<Vec<String>, String> {
+        let port = port.to_string();
+        let program = |path: &Result<PathBuf, String>| -> Result<String, String> {
+            path.as_ref()
+                .map(|p| p.display().to_string())
+                .map_err(Clone::clone)
+        };
+        Ok(match self {
+            ServerKind::Evloop => vec![
+                program(&binaries.evloop)?,
+                "serve".into(),
+                "echo".into(),
+                "--listen".into(),
+                format!("127.0.0.1:{port}"),
+                "--threads".into(),
+                "1".into(),
+            ],
+            ServerKind::CEpoll => vec![program(&binaries.c_epoll)?, port],
+            ServerKind::COneEvent => vec![program(&binaries.c_one_event)?, port],
+            ServerKind::Mio => vec![program(&binaries.harness)?, "serve-mio".into(), port],
+            ServerKind::TokioCurrentThread => {
+                vec![
+                    program(&binaries.harness)?,
+                    "serve-tokio-current".into(),
+                    port,
+                ]
+            }
+            ServerKind::TokioMultiThread => vec![
+                program(&binaries.harness)?,
+                "serve-tokio-multi".into(),
+                port,
+                "--workers".into(),
+                "2".into(),
+            ],
+        })
+    }
+}
+
+/// Prefixes a command line with `taskset -c CPU` where taskset exists.
+pub fn pinned(cpu: &str, command_line: &[String]) -> Command {
+    let mut command;
+    if taskset_available() {
+        command = Command::new("taskset");
+        command.args(["-c", cpu]).args(command_line);
+    } else {
+        command = Command::new(&command_line[0]);
+        command.args(&command_line[1..]);
+    }
+    command
+}
+
+/// Whether `taskset` can pin processes here (asked once per run).
+pub fn taskset_available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        Command::new("taskset")
+            .args(["-c", "0", "true"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+/// A started server; stopped (killed by its PID) when dropped.
+#[derive(Debug)]
+pub struct RunningServer {
+    child: Child,
+    /// The loopback port it listens on.
+    pub port: u16,
+    log: PathBuf,
+}
+
+impl RunningServer {
+    /// Starts `kind` on a free port, pinned to [`SERVER_CPU`], with its
+    /// stderr in `log_dir`, and waits until it listens.
+    pub fn start(kind: ServerKind, binaries: &Binaries, log_dir: &Path) -> Result<Self, String> {
+        let port = free_port().map_err(|e| format!("finding a free port: {e}"))?;
+        let command_line = kind.command_line(binaries, port)?;
+        let log = log_dir.join(format!("{}.log", kind.name()));
+        let log_file = fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        // taskset execs the server, so the child's PID is the server's.
+        let child = pinned(SERVER_CPU, &command_line)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", command_line.join(" ")))?;
+        let mut server = RunningServer { child, port, log };
+        server.wait_until_listening()?;
+        Ok(server)
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until the kernel lists a listening socket on the port. Asking the
+    /// kernel instead of connecting leaves no probe connection behind to skew
+    /// the memory and descriptor counts.
+    fn wait_until_listening(&mut self) -> Result<(), String> {
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!(
+                    "exited with {status} before listening: {}",
+                    self.log_tail()
+                ));
+            }
+            if is_listening(self.port) {
+                return Ok(());
+            }
+            if started.elapsed() > START_TIMEOUT {
+                return Err(format!(
+                    "not listening on port {} after {START_TIMEOUT:?}: {}",
+                    self.port,
+                    self.log_tail()
+                ));
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether the server is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The last lines the server wrote to stderr.
+    pub fn log_tail(&self) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().rev().take(3).collect();
+        let tail: Vec<&str> = lines.into_iter().rev().collect();
+        if tail.is_empty() {
+            "(no output)".to_string()
+        } else {
+            tail.join(" / ")
+        }
+    }
+
+    /// User plus system CPU time the server has used so far.
+    pub fn cpu_time(&self) -> io::Result<Duration> {
+        cpu_time(self.pid())
+    }
+
+    /// The server's resident set size in bytes.
+    pub fn rss_bytes(&self) -> io::Result<u64> {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .map(|kib| kib * 1024)
+            .ok_or_else(|| io::Error::other("no VmRSS in /proc/PID/status"))
+    }
+
+    /// How many file descriptors the server has open.
+    pub fn open_fds(&self) -> io::Result<usize> {
+        Ok(fs::read_dir(format!("/proc/{}/fd", self.pid()))?.count())
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        // Only this process, started by the harness, by its PID.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// User plus system CPU time of process `pid` (all its threads), from
+/// fields 14 and 15 of `/proc/PID/stat`.
+pub fn cpu_time(pid: u32) -> io::Result<Duration> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) may contain spaces; fields after it are plain.
+    let after_name = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| io::Error::other("malformed /proc/PID/stat"))?;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // `fields[0]` is field 3 (state), so utime (14) and stime (15) are 11 and 12.
+    let ticks = |i: usize| -> io::Result<u64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| io::Error::other("malformed /proc/PID/stat"))
+    };
+    let total = ticks(11)? + ticks(12)?;
+    let per_second = rustix::param::clock_ticks_per_second();
+    Ok(Duration::from_secs_f64(total as f64 / per_second as f64))
+}
+
+/// A loopback port nothing listens on right now: bound, read, released.
+pub fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Whether `/proc/net/tcp` lists a socket listening on 127.0.0.1 or any
+/// address at `port`.
+fn is_listening(port: u16) -> bool {
+    const LISTEN: &str = "0A";
+    let Ok(table) = fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    let loopback = format!("0100007F:{port:04X}");
+    let any = format!("00000000:{port:04X}");
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() > 3 && (fields[1] == loopback || fields[1] == any) && fields[3] == LISTEN
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bound_listener_is_seen_listening() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(is_listening(port));
+        drop(listener);
+        assert!(!is_listening(port));
+    }
+
+    #[test]
+    fn own_cpu_time_is_readable() {
+        let spent = cpu_time(std::process::id()).unwrap();
+        assert!(spent < Duration::from_secs(3600));
+    }
+}
