@@ -1,6 +1,6 @@
 //! Sockets: listeners bound with errors that name the address, and the
 //! non-blocking accept/read/write calls the reactor makes, each turning errno
-//! into one [`Outcome`] so the reactor's decisions sit in one place.
+//! into one `Outcome` so the reactor's decisions sit in one place.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
