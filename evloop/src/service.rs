@@ -145,3 +145,14 @@ pub trait Service: Send + Sync + 'static {
     /// A connection from `peer` was accepted.
     fn open(&self, peer: SocketAddr) -> Self::Handler;
 }
+
+/// A handler that can be cloned is its own service: each connection gets a
+/// clone. A stateless service (echo, discard) is then one type and one
+/// `impl Handler`.
+impl<H: Handler + Clone + Send + Sync> Service for H {
+    type Handler = H;
+
+    fn open(&self, _peer: SocketAddr) -> H {
+        self.clone()
+    }
+}

@@ -4,24 +4,17 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::Shutdown;
 
-use evloop::{Action, CloseReason, Handler, Input, Service};
+use evloop::{Action, CloseReason, Handler, Input};
 use support::{LIMIT, connect, start};
 
 /// Answers each complete line upper-cased; a line `quit` gets `bye` and a
 /// close. Whatever is left when the client half-closes is answered too.
+#[derive(Clone)]
 struct Lines;
-struct LinesConn;
 
-impl Service for Lines {
-    type Handler = LinesConn;
-    fn open(&self, _peer: SocketAddr) -> LinesConn {
-        LinesConn
-    }
-}
-
-impl Handler for LinesConn {
+impl Handler for Lines {
     fn on_data(&mut self, input: &mut Input<'_>, output: &mut Vec<u8>) -> Action {
         while let Some(end) = input.bytes().iter().position(|&b| b == b'\n') {
             let line = &input.bytes()[..=end];

@@ -1,17 +1,8 @@
-use std::net::SocketAddr;
-
-use crate::service::{Action, Handler, Input, Service};
+use crate::service::{Action, Handler, Input};
 
 /// Discard (RFC 863): reads and drops everything, sends nothing.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Discard;
-
-impl Service for Discard {
-    type Handler = Discard;
-    fn open(&self, _peer: SocketAddr) -> Discard {
-        Discard
-    }
-}
 
 impl Handler for Discard {
     fn on_data(&mut self, input: &mut Input<'_>, _output: &mut Vec<u8>) -> Action {

@@ -1,18 +1,9 @@
-use std::net::SocketAddr;
-
-use crate::service::{Action, Handler, Input, Service};
+use crate::service::{Action, Handler, Input};
 
 /// Echo (RFC 862): sends back every byte it receives, in order. When the
 /// client half-closes, the rest of the echo is delivered before the close.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Echo;
-
-impl Service for Echo {
-    type Handler = Echo;
-    fn open(&self, _peer: SocketAddr) -> Echo {
-        Echo
-    }
-}
 
 impl Handler for Echo {
     fn on_data(&mut self, input: &mut Input<'_>, output: &mut Vec<u8>) -> Action {
