@@ -1,5 +1,6 @@
 //! `compare`: every server under the same loads, rounds interleaved, medians
-//! and ratios to the C baseline; then idle memory and cost per request.
+//! and ratios to the C baseline; then idle memory and cost per request
+//! (system calls, and instructions under callgrind).
 
 use std::collections::HashMap;
 use std::fs;
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::environment::Environment;
+use crate::instructions::{self, InstructionCounts};
 use crate::limits::raise_file_limit;
 use crate::loadgen::{self, Load};
 use crate::memory::{self, MemoryResult};
@@ -21,6 +23,11 @@ use crate::{chart, markdown};
 pub const MATRIX: [(u32, u32); 4] = [(1, 64), (50, 128), (500, 128), (50, 4096)];
 /// The load the cost per request is counted under.
 pub const SYSCALL_POINT: (u32, u32) = (50, 128);
+/// Load time per server under callgrind in a full run: some 60,000
+/// requests at the 20,000 requests/s servers manage under valgrind here.
+pub const INSTRUCTIONS_DURATION: Duration = Duration::from_secs(3);
+/// The same for `--quick`.
+pub const INSTRUCTIONS_DURATION_QUICK: Duration = Duration::from_millis(500);
 
 /// How `compare` runs.
 #[derive(Debug, Clone, Serialize)]
@@ -37,6 +44,11 @@ pub struct Settings {
     pub memory_counts: Vec<usize>,
     /// Whether the cost per request is counted.
     pub syscalls: bool,
+    /// Whether instructions per request are counted under callgrind.
+    pub instructions: bool,
+    /// Load time per server under callgrind.
+    #[serde(serialize_with = "seconds")]
+    pub instructions_duration: Duration,
     /// A smoke test: results go under `target/`, not `bench/results/`.
     pub quick: bool,
 }
@@ -114,6 +126,8 @@ pub struct Results {
     pub counters: Option<Counters>,
     /// Cost per request, if run.
     pub syscalls: Option<Vec<SyscallResult>>,
+    /// User-space instructions per request under callgrind, if run.
+    pub instructions: Option<InstructionCounts>,
 }
 
 /// Runs the comparison and writes its results; returns where they went.
@@ -166,6 +180,20 @@ pub fn run(settings: Settings, command: String) -> Result<PathBuf, String> {
         "system-call runs took {:.0} s",
         phase.elapsed().as_secs_f64()
     );
+    let phase = Instant::now();
+    let instructions = settings.instructions.then(|| {
+        let load = Load {
+            connections: SYSCALL_POINT.0,
+            size: SYSCALL_POINT.1,
+            warmup: Duration::ZERO,
+            duration: settings.instructions_duration,
+        };
+        instructions::run(&ServerKind::ALL, &binaries, load)
+    });
+    eprintln!(
+        "instruction runs took {:.0} s",
+        phase.elapsed().as_secs_f64()
+    );
     let results = Results {
         environment,
         baseline: ServerKind::BASELINE.name(),
@@ -174,6 +202,7 @@ pub fn run(settings: Settings, command: String) -> Result<PathBuf, String> {
         memory,
         counters,
         syscalls,
+        instructions,
     };
     write_results(&results)
 }

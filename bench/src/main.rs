@@ -8,8 +8,9 @@
 //! builds `target/release/evloop` and the C servers of `bench/c/`, then runs
 //! every server pinned to CPU 0 with `evloop bench echo` on CPU 1 as the load
 //! generator, over a matrix of loads in interleaved rounds; then measures
-//! idle-connection memory (`memory`) and system calls per request
-//! (`syscalls`). Results go to `bench/results/latest.{json,md,svg}`, and the
+//! idle-connection memory (`memory`), system calls per request
+//! (`syscalls`) and user-space instructions per request under valgrind's
+//! callgrind (`instructions`). Results go to `bench/results/latest.{json,md,svg}`, and the
 //! tables replace the results section of `docs/BENCHMARKS.md`, which
 //! explains the method.
 //!
@@ -19,6 +20,7 @@
 mod chart;
 mod compare;
 mod environment;
+mod instructions;
 mod limits;
 mod loadgen;
 mod markdown;
@@ -34,7 +36,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use compare::{SYSCALL_POINT, Settings};
+use compare::{INSTRUCTIONS_DURATION, INSTRUCTIONS_DURATION_QUICK, SYSCALL_POINT, Settings};
 use loadgen::Load;
 use servers::ServerKind;
 
@@ -69,6 +71,9 @@ enum Command {
         /// Skip counting system calls per request.
         #[arg(long)]
         skip_syscalls: bool,
+        /// Skip counting instructions per request under callgrind.
+        #[arg(long)]
+        skip_instructions: bool,
     },
     /// Server memory growth per idle connection.
     Memory {
@@ -80,6 +85,14 @@ enum Command {
     Syscalls {
         /// Measured time per server.
         #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+    },
+    /// User-space instructions per echoed request, counted by valgrind's
+    /// callgrind (start-up and shutdown subtracted).
+    Instructions {
+        /// Load time per server under callgrind (valgrind slows servers
+        /// down several times; 3s yields some 60,000 requests here).
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
         duration: Duration,
     },
     /// Serve echo on 127.0.0.1:PORT with mio (used by compare).
@@ -113,6 +126,7 @@ fn main() -> ExitCode {
             warmup,
             skip_memory,
             skip_syscalls,
+            skip_instructions,
         } => {
             let settings = if quick {
                 Settings {
@@ -121,6 +135,8 @@ fn main() -> ExitCode {
                     duration: Duration::from_millis(400),
                     memory_counts: if skip_memory { vec![] } else { vec![1000] },
                     syscalls: !skip_syscalls,
+                    instructions: !skip_instructions,
+                    instructions_duration: INSTRUCTIONS_DURATION_QUICK,
                     quick,
                 }
             } else {
@@ -134,6 +150,8 @@ fn main() -> ExitCode {
                         vec![10_000, 100_000]
                     },
                     syscalls: !skip_syscalls,
+                    instructions: !skip_instructions,
+                    instructions_duration: INSTRUCTIONS_DURATION,
                     quick,
                 }
             };
@@ -160,6 +178,16 @@ fn main() -> ExitCode {
             };
             let results = syscalls::run(&ServerKind::ALL, &binaries, &counters, load);
             print_json(&(counters, results))
+        }
+        Command::Instructions { duration } => {
+            let binaries = prepare::build_all(false);
+            let load = Load {
+                connections: SYSCALL_POINT.0,
+                size: SYSCALL_POINT.1,
+                warmup: Duration::ZERO,
+                duration,
+            };
+            print_json(&instructions::run(&ServerKind::ALL, &binaries, load))
         }
         Command::ServeMio { port } => peers::serve_mio(loopback(port)).map_err(|e| e.to_string()),
         Command::ServeTokioCurrent { port } => {

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::compare::{Results, SYSCALL_POINT};
+use crate::servers::ServerKind;
 
 /// The whole report: environment, throughput, memory, cost per request.
 pub fn render(results: &Results, svg_name: &str) -> String {
@@ -156,41 +157,119 @@ fn render_memory(results: &Results, out: &mut String) {
 }
 
 fn render_syscalls(results: &Results, out: &mut String) {
-    let (Some(counters), Some(syscalls)) = (&results.counters, &results.syscalls) else {
+    let syscalls = results.counters.as_ref().zip(results.syscalls.as_ref());
+    let callgrind = results.instructions.as_ref();
+    if syscalls.is_none() && callgrind.is_none() {
         return;
-    };
+    }
     let _ = writeln!(
         out,
-        "### Cost per request ({} connections × {} B)\n\n\
-         System calls counted with: {}. Instructions counted with: {}.\n",
-        SYSCALL_POINT.0, SYSCALL_POINT.1, counters.syscalls, counters.instructions
+        "### Cost per request ({} connections × {} B)\n",
+        SYSCALL_POINT.0, SYSCALL_POINT.1
     );
-    out.push_str(
-        "| server | requests counted | system calls per request | instructions per request |\n",
-    );
-    out.push_str("|---|---:|---:|---:|\n");
-    for result in syscalls {
+    // Which figures fill the instructions column: callgrind's wherever it
+    // ran, else perf's where the CPU exposes the counter.
+    let perf_instructions = syscalls.is_some_and(|(c, _)| c.instructions == "perf");
+    let instructions_header = match callgrind {
+        Some(c) if c.available() => {
+            "user-space instructions per request (callgrind; kernel not included)"
+        }
+        _ if perf_instructions => "instructions per request (perf)",
+        _ => "instructions per request",
+    };
+    let mut sources = Vec::new();
+    if let Some((counters, _)) = syscalls {
+        sources.push(format!("System calls counted with: {}.", counters.syscalls));
+    }
+    match callgrind {
+        Some(c) if c.available() => sources.push(format!(
+            "Instructions counted with: {}, in user space only: kernel instructions \
+             (the TCP path behind each `read` and `write`) are not included. Each server ran \
+             under callgrind twice, with {:.1} s of load and with none (start and stop only); \
+             the figure is the difference over every request of the load run.",
+            c.tool, c.duration_seconds
+        )),
+        Some(c) => sources.push(format!("Instructions counted with: {}.", c.tool)),
+        None => {
+            if let Some((counters, _)) = syscalls {
+                sources.push(format!(
+                    "Instructions counted with: {}.",
+                    counters.instructions
+                ));
+            }
+        }
+    }
+    let _ = writeln!(out, "{}\n", sources.join(" "));
+
+    let show_syscalls = syscalls.is_some();
+    let show_callgrind = callgrind.is_some_and(|c| c.available());
+    out.push_str("| server |");
+    let mut align = String::from("|---|");
+    if show_syscalls {
+        out.push_str(" requests counted | system calls per request |");
+        align.push_str("---:|---:|");
+    }
+    if show_callgrind {
+        out.push_str(" requests under callgrind | start + stop instructions |");
+        align.push_str("---:|---:|");
+    }
+    let _ = writeln!(out, " {instructions_header} |\n{align}---:|");
+
+    let unavailable = match callgrind {
+        Some(c) if !c.available() => c.tool.clone(),
+        _ => "unavailable".to_string(),
+    };
+    let mut errors = Vec::new();
+    for kind in ServerKind::ALL {
+        let name = kind.name();
+        let counted = syscalls.and_then(|(_, rows)| rows.iter().find(|r| r.server == name));
+        let counted_callgrind = callgrind
+            .filter(|c| c.available())
+            .and_then(|c| c.servers.iter().find(|r| r.server == name));
+        let _ = write!(out, "| {name} |");
+        if show_syscalls {
+            let _ = write!(
+                out,
+                " {} | {} |",
+                counted.map_or("—".into(), |r| thousands(r.requests)),
+                counted
+                    .and_then(|r| r.syscalls_per_request)
+                    .map_or("unavailable".into(), |v| format!("{v:.2}")),
+            );
+        }
+        if show_callgrind {
+            let _ = write!(
+                out,
+                " {} | {} |",
+                counted_callgrind.map_or("—".into(), |r| thousands(r.requests)),
+                counted_callgrind
+                    .and_then(|r| r.baseline_instructions)
+                    .map_or("—".into(), thousands),
+            );
+        }
+        let instructions = if show_callgrind {
+            counted_callgrind.and_then(|r| r.instructions_per_request)
+        } else if perf_instructions {
+            counted.and_then(|r| r.instructions_per_request)
+        } else {
+            None
+        };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} |",
-            result.server,
-            thousands(result.requests),
-            result
-                .syscalls_per_request
-                .map_or("unavailable".into(), |v| format!("{v:.2}")),
-            result
-                .instructions_per_request
-                .map_or("unavailable".into(), |v| format!("{v:.0}")),
+            " {} |",
+            instructions.map_or(unavailable.clone(), |v| thousands(v.round() as u64))
         );
+        if let Some(error) = counted.and_then(|r| r.error.as_ref()) {
+            errors.push(format!("{name}: {error}"));
+        }
+        if let Some(error) = counted_callgrind.and_then(|r| r.error.as_ref()) {
+            errors.push(format!("{name} under callgrind: {error}"));
+        }
     }
-    let errors: Vec<_> = syscalls
-        .iter()
-        .filter_map(|r| Some((r.server, r.error.as_ref()?)))
-        .collect();
     if !errors.is_empty() {
         out.push('\n');
-        for (server, error) in errors {
-            let _ = writeln!(out, "- {server}: {error}");
+        for error in errors {
+            let _ = writeln!(out, "- {error}");
         }
     }
 }
@@ -215,6 +294,91 @@ fn mib(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::time::Duration;
+
+    use crate::compare::Settings;
+    use crate::environment::Environment;
+    use crate::instructions::{InstructionCounts, InstructionResult};
+
+    fn results_with(instructions: InstructionCounts) -> Results {
+        Results {
+            environment: Environment {
+                date: String::new(),
+                command: String::new(),
+                cpu: String::new(),
+                cpus: 2,
+                kernel: String::new(),
+                rustc: String::new(),
+                cc: String::new(),
+                commit: String::new(),
+                pinning: String::new(),
+                nofile_limit: 1024,
+                load_average: String::new(),
+            },
+            settings: Settings {
+                rounds: 1,
+                warmup: Duration::ZERO,
+                duration: Duration::ZERO,
+                memory_counts: vec![],
+                syscalls: false,
+                instructions: true,
+                instructions_duration: Duration::from_secs(3),
+                quick: true,
+            },
+            baseline: "c-epoll",
+            throughput: vec![],
+            memory: None,
+            counters: None,
+            syscalls: None,
+            instructions: Some(instructions),
+        }
+    }
+
+    fn counts(tool: &str, servers: Vec<InstructionResult>) -> InstructionCounts {
+        InstructionCounts {
+            tool: tool.to_string(),
+            includes_kernel: false,
+            connections: 50,
+            size: 128,
+            duration_seconds: 3.0,
+            servers,
+        }
+    }
+
+    #[test]
+    fn callgrind_figures_fill_the_instructions_column() {
+        let row = InstructionResult {
+            server: "evloop",
+            requests: 60_000,
+            load_instructions: Some(26_000_000),
+            baseline_instructions: Some(735_000),
+            instructions_per_request: Some(421.08),
+            error: None,
+        };
+        let results = results_with(counts("callgrind (valgrind-3.19.0)", vec![row]));
+        let mut out = String::new();
+        render_syscalls(&results, &mut out);
+        assert!(out.contains("kernel instructions"), "{out}");
+        assert!(
+            out.contains("user-space instructions per request (callgrind; kernel not included)"),
+            "{out}"
+        );
+        assert!(out.contains("| evloop | 60,000 | 735,000 | 421 |"), "{out}");
+        // A server without a figure says so rather than showing a number.
+        assert!(out.contains("| mio | — | — | unavailable |"), "{out}");
+    }
+
+    #[test]
+    fn missing_valgrind_is_reported_not_estimated() {
+        let results = results_with(counts("unavailable (valgrind not installed)", vec![]));
+        let mut out = String::new();
+        render_syscalls(&results, &mut out);
+        assert!(
+            out.contains("| c-epoll | unavailable (valgrind not installed) |"),
+            "{out}"
+        );
+    }
 
     #[test]
     fn thousands_are_grouped() {

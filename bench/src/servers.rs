@@ -5,10 +5,12 @@ use std::fs;
 use std::io;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal, kill_process};
 
 use crate::prepare::Binaries;
 
@@ -141,8 +143,27 @@ impl RunningServer {
     /// Starts `kind` on a free port, pinned to [`SERVER_CPU`], with its
     /// stderr in `log_dir`, and waits until it listens.
     pub fn start(kind: ServerKind, binaries: &Binaries, log_dir: &Path) -> Result<Self, String> {
+        Self::start_under(kind, binaries, log_dir, &[], START_TIMEOUT)
+    }
+
+    /// Like [`RunningServer::start`], with `wrapper` (e.g. `valgrind
+    /// --tool=callgrind …`) before the server's command line, and
+    /// `start_timeout` to start listening. The wrapper must exec the server
+    /// or run it in its own process (as valgrind does), so that signals sent
+    /// to the child's PID reach the server.
+    pub fn start_under(
+        kind: ServerKind,
+        binaries: &Binaries,
+        log_dir: &Path,
+        wrapper: &[String],
+        start_timeout: Duration,
+    ) -> Result<Self, String> {
         let port = free_port().map_err(|e| format!("finding a free port: {e}"))?;
-        let command_line = kind.command_line(binaries, port)?;
+        let command_line: Vec<String> = wrapper
+            .iter()
+            .cloned()
+            .chain(kind.command_line(binaries, port)?)
+            .collect();
         let log = log_dir.join(format!("{}.log", kind.name()));
         let log_file = fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
         // taskset execs the server, so the child's PID is the server's.
@@ -153,8 +174,34 @@ impl RunningServer {
             .spawn()
             .map_err(|e| format!("starting {}: {e}", command_line.join(" ")))?;
         let mut server = RunningServer { child, port, log };
-        server.wait_until_listening()?;
+        server.wait_until_listening(start_timeout)?;
         Ok(server)
+    }
+
+    /// Stops the server by its PID with SIGTERM, then SIGINT if SIGTERM has
+    /// not stopped it within `patience`, and waits for it to exit; kills it
+    /// (and says so) if neither signal stops it.
+    pub fn terminate(&mut self, patience: Duration) -> Result<ExitStatus, String> {
+        for signal in [Signal::TERM, Signal::INT] {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Ok(status);
+            }
+            let _ = kill_process(Pid::from_child(&self.child), signal);
+            let sent = Instant::now();
+            while sent.elapsed() < patience {
+                match self.child.try_wait() {
+                    Ok(Some(status)) => return Ok(status),
+                    Ok(None) => thread::sleep(Duration::from_millis(20)),
+                    Err(e) => return Err(format!("waiting for the server: {e}")),
+                }
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        Err(format!(
+            "neither SIGTERM nor SIGINT stopped it within {patience:?} each; killed: {}",
+            self.log_tail()
+        ))
     }
 
     /// The server's process id.
@@ -165,7 +212,7 @@ impl RunningServer {
     /// Waits until the kernel lists a listening socket on the port. Asking the
     /// kernel instead of connecting leaves no probe connection behind to skew
     /// the memory and descriptor counts.
-    fn wait_until_listening(&mut self) -> Result<(), String> {
+    fn wait_until_listening(&mut self, timeout: Duration) -> Result<(), String> {
         let started = Instant::now();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -177,9 +224,9 @@ impl RunningServer {
             if is_listening(self.port) {
                 return Ok(());
             }
-            if started.elapsed() > START_TIMEOUT {
+            if started.elapsed() > timeout {
                 return Err(format!(
-                    "not listening on port {} after {START_TIMEOUT:?}: {}",
+                    "not listening on port {} after {timeout:?}: {}",
                     self.port,
                     self.log_tail()
                 ));
