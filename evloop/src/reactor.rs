@@ -12,8 +12,10 @@
 //!   call returns `WouldBlock` — or, for reads, when a read came back shorter
 //!   than the buffer: the socket was drained at that moment, and any byte
 //!   that arrives later raises a new edge, so the `WouldBlock` read would be
-//!   a wasted syscall per request. Not when the event said the peer closed:
-//!   then no new edge will come, and reading goes on until it returns 0. A connection that stopped reading because of
+//!   a wasted syscall per request. Not when the event said the peer closed
+//!   (no new edge will come; reading goes on until it returns 0), nor when
+//!   urgent data is pending (a read stops at the urgent mark), nor on kqueue,
+//!   which does not report urgent data. A connection that stopped reading because of
 //!   its per-turn budget goes on the ready list and is served again after
 //!   the other events of this turn, with a zero wait timeout.
 //! * Write interest is registered only while output is pending; read
@@ -38,10 +40,10 @@ use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
 use slab::Slab;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::net::{self, Outcome};
-use crate::poll::{Event, Events, Interest, Poller, Token, Waker};
+use crate::poll::{self, Event, Events, Interest, Poller, Token, Waker};
 use crate::service::{Action, CloseReason, Handler, Input, Service};
 use crate::stats::Counters;
 use crate::timer::{Deadline, Timers};
@@ -128,14 +130,18 @@ impl LoopHandle {
         Ok((Arc::new(handle), receiver))
     }
 
-    /// Queues `command` and wakes the loop if nobody has since it last looked.
-    pub(crate) fn send(&self, command: Command) {
-        // A loop that has exited drops its receiver; its commands no longer matter.
-        if self.sender.send(command).is_ok() && !self.notified.swap(true, Ordering::AcqRel) {
-            if let Err(e) = self.waker.wake() {
-                warn!("waking a loop failed: {e}");
-            }
+    /// Queues `command` and wakes the loop if nobody has since it last
+    /// looked. Returns false if the loop has exited (its mailbox is gone).
+    pub(crate) fn send(&self, command: Command) -> bool {
+        if self.sender.send(command).is_err() {
+            return false;
         }
+        if !self.notified.swap(true, Ordering::AcqRel)
+            && let Err(e) = self.waker.wake()
+        {
+            warn!("waking a loop failed: {e}");
+        }
+        true
     }
 }
 
@@ -173,9 +179,10 @@ struct Conn<H> {
     last_active: Instant,
     interest: Interest,
     read_ready: bool,
-    /// An event said the peer closed its side (or the socket has an error):
-    /// read until end of stream, never stop at a short read.
-    peer_closed: bool,
+    /// Read until `WouldBlock`, never stop at a short read: an event said the
+    /// peer closed its side (the end of stream must be read), the socket has
+    /// an error, or urgent data is pending (a read stops at its mark).
+    read_to_block: bool,
     write_ready: bool,
     /// Read returned 0: the handler has been told; close once output is out.
     input_ended: bool,
@@ -362,7 +369,8 @@ impl<S: Service> Reactor<S> {
                 };
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
                     conn.read_ready = true;
-                    conn.peer_closed |= event.is_read_closed() || event.is_error();
+                    conn.read_to_block |=
+                        event.is_read_closed() || event.is_error() || event.is_priority();
                 }
                 if event.is_writable() || event.is_write_closed() || event.is_error() {
                     conn.write_ready = true;
@@ -460,8 +468,16 @@ impl<S: Service> Reactor<S> {
             .fetch_add(1, Ordering::Relaxed);
         if target == self.index {
             self.adopt(fd, peer);
-        } else {
-            self.shared.loops[target].send(Command::Adopt(fd, peer));
+        } else if !self.shared.loops[target].send(Command::Adopt(fd, peer)) {
+            // The target has exited (shutdown was forced, or it failed): the
+            // connection is closed with the command; undo its counts.
+            self.shared.active.fetch_sub(1, Ordering::AcqRel);
+            self.shared.loops[target]
+                .load
+                .fetch_sub(1, Ordering::Relaxed);
+            self.counters.accepted += 1;
+            self.counters.closed[CloseReason::Shutdown.index()] += 1;
+            self.cut += 1;
         }
     }
 
@@ -481,7 +497,11 @@ impl<S: Service> Reactor<S> {
             self.release_slot();
             return;
         }
-        let handler = self.service.open(peer);
+        let Some(handler) = contain_panic("Service::open", || self.service.open(peer)) else {
+            self.counters.closed[CloseReason::Error.index()] += 1;
+            self.release_slot();
+            return;
+        };
         let generation = self.next_generation;
         self.next_generation += 1;
         entry.insert(Conn {
@@ -494,16 +514,21 @@ impl<S: Service> Reactor<S> {
             last_active: self.now,
             interest: Interest::READABLE,
             read_ready: false,
-            peer_closed: false,
+            read_to_block: !poll::REPORTS_URGENT_DATA,
             write_ready: true,
             input_ended: false,
             closing: false,
             paused: false,
             queued: false,
         });
-        if let Some(idle) = self.shared.config.idle_timeout {
+        if let Some(at) = self
+            .shared
+            .config
+            .idle_timeout
+            .and_then(|idle| self.now.checked_add(idle))
+        {
             self.timers.insert(Deadline {
-                at: self.now + idle,
+                at,
                 key,
                 generation,
             });
@@ -628,7 +653,7 @@ impl<S: Service> Reactor<S> {
 
     fn close(&mut self, key: usize, reason: CloseReason) {
         let mut conn = self.conns.remove(key);
-        conn.handler.on_close(reason);
+        contain_panic("Handler::on_close", || conn.handler.on_close(reason));
         self.counters.closed[reason.index()] += 1;
         drop(conn); // closing the descriptor also removes it from the queue
         self.release_slot();
@@ -679,7 +704,10 @@ impl<S: Service> Reactor<S> {
             if conn.generation != due.generation {
                 continue;
             }
-            let expires = conn.last_active + idle;
+            // A deadline past what an Instant can hold never comes.
+            let Some(expires) = conn.last_active.checked_add(idle) else {
+                continue;
+            };
             if expires <= self.now {
                 self.close(due.key, CloseReason::Idle);
             } else {
@@ -736,6 +764,19 @@ fn least_loaded(loops: &[Arc<LoopHandle>], me: usize) -> usize {
     best
 }
 
+/// Runs service code so that a panic in it (a bug that a client's bytes may
+/// trigger) ends only the connection it serves, not the loop and every
+/// connection on it. The panic hook has already reported the panic.
+fn contain_panic<T>(what: &str, f: impl FnOnce() -> T) -> Option<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(value) => Some(value),
+        Err(_) => {
+            error!("{what} panicked: closing its connection");
+            None
+        }
+    }
+}
+
 fn update_interest<H>(poller: &Poller, conn: &mut Conn<H>, key: usize) -> io::Result<()> {
     let wanted = conn.wanted_interest();
     if wanted != conn.interest {
@@ -775,7 +816,7 @@ fn drive_conn<H: Handler>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Next {
                 conn.last_active = io.now;
                 budget = budget.saturating_sub(n);
                 // A short read drained the socket (see the module doc).
-                if n < io.read_buf.len() && !conn.peer_closed {
+                if n < io.read_buf.len() && !conn.read_to_block {
                     conn.read_ready = false;
                 }
                 if let Err(reason) = deliver(conn, n, io) {
@@ -808,20 +849,27 @@ fn drive_conn<H: Handler>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Next {
 /// writes what it produced.
 fn deliver<H: Handler>(conn: &mut Conn<H>, n: usize, io: &mut Io<'_>) -> Result<(), CloseReason> {
     let fresh = &io.read_buf[..n];
+    // Leftovers from earlier reads come first; the new bytes join them.
     let direct = conn.input.is_empty();
     if !direct {
-        check_input_limit(conn.input.len() + n, io.config)?;
         conn.input.extend_from_slice(fresh);
     }
     let (out, into_scratch) = output_target(&mut conn.output, conn.written, io.scratch);
     let mut input = Input::new(if direct { fresh } else { &conn.input });
-    let action = conn.handler.on_data(&mut input, out);
+    let handler = &mut conn.handler;
+    let action = contain_panic("Handler::on_data", || handler.on_data(&mut input, out))
+        .ok_or(CloseReason::Error)?;
     let consumed = input.consumed();
+    // What the handler left is what the limit bounds: a client that never
+    // ends its line (or frame) costs at most `max_input`.
+    let left = if direct { n } else { conn.input.len() } - consumed;
+    if left > io.config.max_input {
+        debug!("input limit of {} bytes exceeded", io.config.max_input);
+        return Err(CloseReason::Error);
+    }
     if direct {
-        let left = &fresh[consumed..];
-        check_input_limit(left.len(), io.config)?;
-        conn.input.extend_from_slice(left);
-    } else if consumed == conn.input.len() {
+        conn.input.extend_from_slice(&fresh[consumed..]);
+    } else if left == 0 {
         release(&mut conn.input);
     } else {
         conn.input.drain(..consumed);
@@ -836,7 +884,11 @@ fn deliver<H: Handler>(conn: &mut Conn<H>, n: usize, io: &mut Io<'_>) -> Result<
 /// words, then flushes.
 fn end_of_input<H: Handler>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Result<(), CloseReason> {
     let (out, into_scratch) = output_target(&mut conn.output, conn.written, io.scratch);
-    conn.handler.on_read_closed(&conn.input, out);
+    let (handler, unconsumed) = (&mut conn.handler, &conn.input);
+    contain_panic("Handler::on_read_closed", || {
+        handler.on_read_closed(unconsumed, out)
+    })
+    .ok_or(CloseReason::Error)?;
     release(&mut conn.input);
     send_output(conn, into_scratch, io)
 }
@@ -855,16 +907,6 @@ fn output_target<'a>(
     } else {
         (output, false)
     }
-}
-
-/// Unconsumed input may not grow past `max_input`: a handler that never
-/// consumes (or a client that never ends its line) costs bounded memory.
-fn check_input_limit(len: usize, config: &Config) -> Result<(), CloseReason> {
-    if len > config.max_input {
-        debug!("input limit of {} bytes exceeded", config.max_input);
-        return Err(CloseReason::Error);
-    }
-    Ok(())
 }
 
 /// Writes new output: straight from the scratch buffer when nothing else is

@@ -37,7 +37,7 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -76,6 +76,10 @@ impl Balance {
         }
     }
 }
+
+/// Longer timeouts are taken as this long (a century): `Duration::MAX`
+/// means "no limit" to a caller, but cannot be added to an `Instant`.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Configures and binds a [`Server`].
 #[derive(Debug)]
@@ -125,13 +129,13 @@ impl ServerBuilder {
     /// Closes a connection with no traffic in either direction for this long.
     /// Default: off.
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.config.idle_timeout = timeout;
+        self.config.idle_timeout = timeout.map(|t| t.min(FOREVER));
         self
     }
 
     /// How long shutdown waits for connections to finish. Default: 30 s.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.config.shutdown_timeout = timeout;
+        self.config.shutdown_timeout = timeout.min(FOREVER);
         self
     }
 
@@ -326,8 +330,20 @@ impl SignalPipe {
     fn install(poller: &Poller) -> io::Result<SignalPipe> {
         let (read, write) = net::nonblocking_pipe()?;
         poller.register(&read, SIGNALS, Interest::READABLE)?;
+        DEFAULT_ACTIONS.call_once(|| {
+            for signal in HANDLED_SIGNALS {
+                if let Err(e) =
+                    signal_hook::flag::register_conditional_default(signal, &SIGNALS_UNHANDLED)
+                {
+                    warn!("cannot arm the default action of signal {signal}: {e}");
+                }
+            }
+        });
+        if SERVERS_HANDLING_SIGNALS.fetch_add(1, Ordering::AcqRel) == 0 {
+            SIGNALS_UNHANDLED.store(false, Ordering::Release);
+        }
         let mut ids = Vec::new();
-        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        for signal in HANDLED_SIGNALS {
             ids.push(signal_hook::low_level::pipe::register(
                 signal,
                 write.try_clone()?,
@@ -352,8 +368,23 @@ impl Drop for SignalPipe {
         for id in self.ids.drain(..) {
             signal_hook::low_level::unregister(id);
         }
+        // Unregistering leaves signal-hook's handler installed, which would
+        // ignore SIGINT/SIGTERM from now on; the conditional default action
+        // gives them back their usual effect once no server handles them.
+        if SERVERS_HANDLING_SIGNALS.fetch_sub(1, Ordering::AcqRel) == 1 {
+            SIGNALS_UNHANDLED.store(true, Ordering::Release);
+        }
     }
 }
+
+/// The signals a server handles.
+const HANDLED_SIGNALS: [i32; 2] = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM];
+/// Servers in this process with signal handling on.
+static SERVERS_HANDLING_SIGNALS: AtomicUsize = AtomicUsize::new(0);
+/// True while no server handles signals: then they take their default action.
+static SIGNALS_UNHANDLED: AtomicBool = AtomicBool::new(true);
+/// Arms the default actions once per process.
+static DEFAULT_ACTIONS: std::sync::Once = std::sync::Once::new();
 
 impl<S: Service> Server<S> {
     /// The addresses the server listens on (with the ports chosen for port 0).
@@ -402,13 +433,11 @@ impl<S: Service> Server<S> {
             let spawned = std::thread::Builder::new()
                 .name(format!("evloop-{index}"))
                 .spawn(move || {
-                    let result =
-                        Reactor::new(index, poller, mailbox, loop_shared, service, listeners)
-                            .and_then(Reactor::run);
-                    // Tell the control thread, whatever the result.
-                    control.exited.fetch_add(1, Ordering::AcqRel);
-                    control.wake();
-                    result
+                    // Tells the control thread when the loop ends, however it
+                    // ends: by returning, failing, or panicking.
+                    let _exit = ExitNotice(control);
+                    Reactor::new(index, poller, mailbox, loop_shared, service, listeners)
+                        .and_then(Reactor::run)
                 });
             match spawned {
                 Ok(join) => joins.push(join),
@@ -424,7 +453,11 @@ impl<S: Service> Server<S> {
         let mut requests_seen = 0;
         let mut stage = 0; // 0 running, 1 draining, 2 cutting
         loop {
-            control.poller.wait(&mut events, None)?;
+            if let Err(e) = control.poller.wait(&mut events, None) {
+                broadcast(&shared, || Command::ForceClose);
+                let _ = collect(joins);
+                return Err(e);
+            }
             let requests = control.requests.load(Ordering::Acquire);
             let mut new_requests = requests - requests_seen;
             requests_seen = requests;
@@ -450,7 +483,10 @@ impl<S: Service> Server<S> {
                         info!("shutting down: draining connections");
                         if shared.handoff {
                             // The acceptor relays it after its last hand-off.
-                            shared.loops[0].send(Command::Shutdown);
+                            if !shared.loops[0].send(Command::Shutdown) {
+                                // The acceptor is gone: nobody would relay it.
+                                broadcast(&shared, || Command::Shutdown);
+                            }
                         } else {
                             broadcast(&shared, || Command::Shutdown);
                         }
@@ -465,6 +501,17 @@ impl<S: Service> Server<S> {
         }
         drop(signals);
         collect(joins)
+    }
+}
+
+/// Counts a loop thread as exited and wakes the control thread when dropped,
+/// which happens during unwinding too.
+struct ExitNotice(Arc<Control>);
+
+impl Drop for ExitNotice {
+    fn drop(&mut self) {
+        self.0.exited.fetch_add(1, Ordering::AcqRel);
+        self.0.wake();
     }
 }
 

@@ -135,3 +135,25 @@ fn ipv6_loopback_is_served_when_available() {
     handle.shutdown();
     assert!(join.join().unwrap().unwrap().is_clean());
 }
+
+/// A read stops at the TCP urgent mark with data still queued behind it; the
+/// reactor must not take that short read for a drained socket, or the rest
+/// waits for bytes that may never come.
+#[test]
+fn urgent_data_does_not_stall_the_bytes_behind_it() {
+    let server = start(Echo, |b| b.threads(1));
+    let mut stream = connect(server.addr);
+    for _ in 0..20 {
+        stream.write_all(b"abc").unwrap();
+        socket2::SockRef::from(&stream)
+            .send_out_of_band(b"!")
+            .unwrap();
+        stream.write_all(b"def\n").unwrap();
+        // The urgent byte is out of band: the echo is the in-band bytes.
+        let mut echo = [0u8; 7];
+        stream
+            .read_exact(&mut echo)
+            .expect("the bytes behind the urgent mark");
+        assert_eq!(&echo, b"abcdef\n");
+    }
+}

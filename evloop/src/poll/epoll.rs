@@ -1,7 +1,8 @@
 //! The epoll backend (Linux, Android).
 //!
 //! Every source is registered edge-triggered (`EPOLLET`) with `EPOLLRDHUP`, so
-//! a peer's half-close is reported even when no data comes with it. The
+//! a peer's half-close is reported even when no data comes with it, and read
+//! interest includes `EPOLLPRI` (urgent data). The
 //! waker is an `eventfd`.
 
 use std::io;
@@ -14,6 +15,7 @@ use super::fd_waker::FdWaker;
 use super::{EventBuilder, Interest, Token, op_error};
 
 pub(super) const NAME: &str = "epoll";
+pub(super) const REPORTS_URGENT_DATA: bool = true;
 
 pub(super) type RawEvent = epoll::Event;
 
@@ -27,13 +29,16 @@ pub(super) fn event_from_raw(raw: &RawEvent) -> super::Event {
         .read_closed(flags.intersects(epoll::EventFlags::RDHUP | epoll::EventFlags::HUP))
         .write_closed(flags.intersects(epoll::EventFlags::HUP | epoll::EventFlags::ERR))
         .error(flags.contains(epoll::EventFlags::ERR))
+        .priority(flags.contains(epoll::EventFlags::PRI))
         .build(token)
 }
 
 fn flags_for(interest: Interest) -> epoll::EventFlags {
     let mut flags = epoll::EventFlags::ET | epoll::EventFlags::RDHUP;
     if interest.is_readable() {
-        flags |= epoll::EventFlags::IN;
+        // PRI: urgent data, so that owners can tell a read that stopped at
+        // the urgent mark from a drained socket.
+        flags |= epoll::EventFlags::IN | epoll::EventFlags::PRI;
     }
     if interest.is_writable() {
         flags |= epoll::EventFlags::OUT;

@@ -22,6 +22,7 @@ use rustix::io::Errno;
 use super::{EventBuilder, Interest, Token, op_error};
 
 pub(super) const NAME: &str = "kqueue";
+pub(super) const REPORTS_URGENT_DATA: bool = false;
 
 pub(super) type RawEvent = kqueue::Event;
 

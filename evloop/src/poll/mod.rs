@@ -62,6 +62,17 @@ mod fd_waker;
 /// The name of the backend this build uses: `"epoll"` or `"kqueue"`.
 pub const BACKEND: &str = sys::NAME;
 
+/// Whether read events say when TCP urgent (out-of-band) data is pending,
+/// through [`Event::is_priority`]: epoll does (`EPOLLPRI`, always
+/// registered); kqueue's `EVFILT_READ` does not.
+///
+/// It matters to an owner that treats a read shorter than its buffer as "the
+/// socket is empty": a read stops at the urgent mark with data still queued
+/// behind it, and no new edge will come for that data. Such an owner must
+/// read until `WouldBlock` when an event is a priority event, and always
+/// where this is false.
+pub const REPORTS_URGENT_DATA: bool = sys::REPORTS_URGENT_DATA;
+
 /// Identifies a registered source in the events it produces. Chosen by the
 /// owner, usually an index into its own table of sources.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -77,7 +88,7 @@ impl Interest {
     /// Interest in the source becoming writable (or write-closed).
     pub const WRITABLE: Interest = Interest(2);
     /// Interest in nothing: the source stays registered but reports no
-    /// readiness. Errors may still be reported.
+    /// readiness. Errors and hang-ups may still be reported.
     pub const NONE: Interest = Interest(0);
 
     /// Both interests together.
@@ -134,6 +145,7 @@ impl Event {
     const READ_CLOSED: u8 = 4;
     const WRITE_CLOSED: u8 = 8;
     const ERROR: u8 = 16;
+    const PRIORITY: u8 = 32;
 
     /// The token the source was registered with.
     pub fn token(&self) -> Token {
@@ -166,6 +178,13 @@ impl Event {
     pub fn is_error(&self) -> bool {
         self.flags & Self::ERROR != 0
     }
+
+    /// Urgent (out-of-band) data is pending: a read may stop short at the
+    /// urgent mark with more data queued. Only reported where
+    /// [`REPORTS_URGENT_DATA`] is true.
+    pub fn is_priority(&self) -> bool {
+        self.flags & Self::PRIORITY != 0
+    }
 }
 
 impl fmt::Debug for Event {
@@ -177,6 +196,7 @@ impl fmt::Debug for Event {
             .field("read_closed", &self.is_read_closed())
             .field("write_closed", &self.is_write_closed())
             .field("error", &self.is_error())
+            .field("priority", &self.is_priority())
             .finish()
     }
 }
@@ -206,6 +226,10 @@ impl EventBuilder {
     }
     fn error(&mut self, on: bool) -> &mut Self {
         self.set(Event::ERROR, on)
+    }
+    #[cfg(evloop_epoll)]
+    fn priority(&mut self, on: bool) -> &mut Self {
+        self.set(Event::PRIORITY, on)
     }
     fn build(&self, token: Token) -> Event {
         Event {

@@ -236,3 +236,23 @@ fn waker_survives_a_flood() {
     }
     wait_for(&poller, Token(1), Event::is_readable);
 }
+
+/// Urgent data is reported where the backend says it is: a read stops at
+/// the urgent mark, and an owner that trusts short reads must know.
+#[test]
+fn urgent_data_is_a_priority_event_where_reported() {
+    let poller = Poller::new().unwrap();
+    let (server, client) = pair();
+    poller
+        .register(&server, Token(4), Interest::READABLE)
+        .unwrap();
+    (&client).write_all(b"abc").unwrap();
+    socket2::SockRef::from(&client)
+        .send_out_of_band(b"!")
+        .unwrap();
+    (&client).write_all(b"def").unwrap();
+    let event = wait_for(&poller, Token(4), |e| {
+        e.is_readable() && (e.is_priority() || !REPORTS_URGENT_DATA)
+    });
+    assert_eq!(event.is_priority(), REPORTS_URGENT_DATA);
+}

@@ -1,0 +1,152 @@
+//! A server survives its own services and its configuration: a panicking
+//! handler costs only its connection, extreme durations mean "no limit",
+//! bulk input to a line service is not mistaken for an overlong line, and
+//! the process gets its signals back when the server is done.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::time::Duration;
+
+use evloop::services::Echo;
+use evloop::{Action, CloseReason, Handler, Input};
+use support::{LIMIT, MIB, connect, start};
+
+/// Echoes, but panics on a `!` — a bug a client's bytes can reach.
+#[derive(Clone)]
+struct Fragile;
+
+impl Handler for Fragile {
+    fn on_data(&mut self, input: &mut Input<'_>, output: &mut Vec<u8>) -> Action {
+        assert!(!input.bytes().contains(&b'!'), "fragile handler met a '!'");
+        output.extend_from_slice(input.bytes());
+        input.consume_all();
+        Action::Continue
+    }
+}
+
+#[test]
+fn a_panicking_handler_closes_only_its_connection() {
+    let server = start(Fragile, |b| b.threads(1));
+    let mut good = connect(server.addr);
+    let mut bad = connect(server.addr);
+    bad.write_all(b"boom!").unwrap();
+    let mut rest = Vec::new();
+    // Closed (EOF or reset), with nothing echoed.
+    let _ = bad.read_to_end(&mut rest);
+    assert!(rest.is_empty());
+    good.write_all(b"still here").unwrap();
+    let mut echo = [0u8; 10];
+    good.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"still here");
+    drop(good);
+    let total = server.stop().total();
+    assert_eq!(total.closed(CloseReason::Error), 1, "{total}");
+    assert_eq!(total.closed(CloseReason::Peer), 1, "{total}");
+}
+
+/// Answers complete lines; leaves a partial line for later.
+#[derive(Clone)]
+struct Lines;
+
+impl Handler for Lines {
+    fn on_data(&mut self, input: &mut Input<'_>, output: &mut Vec<u8>) -> Action {
+        let complete = input
+            .bytes()
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        output.extend_from_slice(&input.bytes()[..complete]);
+        input.consume(complete);
+        Action::Continue
+    }
+}
+
+/// The input limit bounds what a handler leaves unconsumed, not what one
+/// read brings on top of a partial line: 1 MiB of short lines in bulk, with
+/// the default limit, must all be answered.
+#[test]
+fn bulk_lines_are_not_taken_for_an_overlong_line() {
+    let server = start(Lines, |b| b.threads(1));
+    let mut stream = connect(server.addr);
+    let line = [b"x".repeat(99), b"\n".to_vec()].concat();
+    let data = line.repeat(MIB / line.len());
+    let writer = {
+        let mut stream = stream.try_clone().unwrap();
+        let data = data.clone();
+        std::thread::spawn(move || {
+            stream.write_all(&data).unwrap();
+            stream.shutdown(Shutdown::Write).unwrap();
+        })
+    };
+    let mut got = Vec::new();
+    stream.read_to_end(&mut got).expect("EOF, not a reset");
+    writer.join().unwrap();
+    assert_eq!(got.len(), data.len());
+    let total = server.stop().total();
+    assert_eq!(total.closed(CloseReason::Error), 0, "{total}");
+}
+
+/// `Duration::MAX` is how callers say "no limit"; it must not overflow an
+/// `Instant` inside a loop.
+#[test]
+fn durations_too_long_for_an_instant_mean_no_limit() {
+    let server = start(Echo, |b| {
+        b.threads(1)
+            .idle_timeout(Some(Duration::MAX))
+            .shutdown_timeout(Duration::MAX)
+    });
+    let mut stream = connect(server.addr);
+    stream.write_all(b"ping").unwrap();
+    let mut echo = [0u8; 4];
+    stream.read_exact(&mut echo).unwrap();
+    drop(stream);
+    let report = server.stop();
+    assert!(report.is_clean());
+    assert_eq!(report.total().closed(CloseReason::Peer), 1);
+}
+
+/// After `run` returns, SIGTERM must again end the process: signal-hook
+/// cannot uninstall its handler, so the server arms the default action.
+/// The check runs in a child process (this test binary, re-run).
+#[test]
+fn sigterm_after_the_server_is_done_ends_the_process() {
+    const CHILD: &str = "EVLOOP_TEST_SIGNAL_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        let server = evloop::Server::builder()
+            .listen("127.0.0.1:0".parse().unwrap())
+            .threads(1)
+            .handle_signals(true)
+            .build(Echo)
+            .unwrap();
+        let handle = server.shutdown_handle();
+        let stopper = std::thread::spawn(move || handle.shutdown());
+        server.run().unwrap();
+        stopper.join().unwrap();
+        let pid = std::process::id().to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        std::thread::sleep(LIMIT);
+        std::process::exit(0); // the signal was ignored
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "sigterm_after_the_server_is_done_ends_the_process",
+            "--test-threads",
+            "1",
+        ])
+        .env(CHILD, "1")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(15),
+        "the child should die of SIGTERM: {status}"
+    );
+}
