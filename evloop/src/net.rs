@@ -131,6 +131,11 @@ pub(crate) fn send(socket: &impl AsFd, buf: &[u8]) -> Outcome<usize> {
     }
 }
 
+/// Sends FIN: the peer reads end of stream after what was written.
+pub(crate) fn shutdown_write(socket: &impl AsFd) -> io::Result<()> {
+    Ok(rustix::net::shutdown(socket, rustix::net::Shutdown::Write)?)
+}
+
 /// Accepts a connection, non-blocking and close-on-exec in one call where
 /// the system has `accept4`; Apple systems set the flags after `accept`.
 pub(crate) fn accept(listener: &impl AsFd) -> Outcome<(OwnedFd, Option<SocketAddr>)> {

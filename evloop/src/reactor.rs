@@ -61,6 +61,9 @@ const READ_BUFFER: usize = 64 * 1024;
 const ACCEPT_BUDGET: usize = 128;
 /// Mailbox commands handled per turn.
 const MAILBOX_BUDGET: usize = 1024;
+/// How long a connection closed by its handler waits for the client to
+/// close after our FIN, discarding what it still sends.
+const LINGER: Duration = Duration::from_secs(5);
 /// A connection's buffer larger than this is freed, not kept, when it
 /// drains: idle connections hold at most this much each.
 const KEEP_BUFFER: usize = 4 * 1024;
@@ -188,6 +191,9 @@ struct Conn<H> {
     input_ended: bool,
     /// The handler asked to close once output is out.
     closing: bool,
+    /// Closing: FIN sent, input is discarded until the peer closes or the
+    /// linger time (from `last_active`) runs out.
+    write_shut: bool,
     /// Reading stopped: output passed the high watermark.
     paused: bool,
     /// On the ready list.
@@ -201,7 +207,8 @@ impl<H> Conn<H> {
 
     fn wanted_interest(&self) -> Interest {
         let mut interest = Interest::NONE;
-        if !self.paused && !self.input_ended && !self.closing {
+        let reading = !self.closing || self.write_shut; // lingering reads too
+        if !self.paused && !self.input_ended && reading {
             interest = interest | Interest::READABLE;
         }
         if self.pending() > 0 {
@@ -217,6 +224,8 @@ enum Next {
     /// It stopped with input still readable (budget spent): serve it again
     /// this turn.
     Requeue,
+    /// It started lingering: arm its linger deadline.
+    Linger,
     Close(CloseReason),
 }
 
@@ -518,6 +527,7 @@ impl<S: Service> Reactor<S> {
             write_ready: true,
             input_ended: false,
             closing: false,
+            write_shut: false,
             paused: false,
             queued: false,
         });
@@ -641,6 +651,14 @@ impl<S: Service> Reactor<S> {
         };
         match next {
             Next::Keep => {}
+            Next::Linger => {
+                let generation = conn.generation;
+                self.timers.insert(Deadline {
+                    at: self.now + LINGER,
+                    key,
+                    generation,
+                });
+            }
             Next::Requeue => {
                 if !conn.queued {
                     conn.queued = true;
@@ -694,9 +712,6 @@ impl<S: Service> Reactor<S> {
             );
             self.close_all();
         }
-        let Some(idle) = self.shared.config.idle_timeout else {
-            return;
-        };
         while let Some(due) = self.timers.pop_due(self.now) {
             let Some(conn) = self.conns.get(due.key) else {
                 continue;
@@ -704,12 +719,19 @@ impl<S: Service> Reactor<S> {
             if conn.generation != due.generation {
                 continue;
             }
-            // A deadline past what an Instant can hold never comes.
-            let Some(expires) = conn.last_active.checked_add(idle) else {
+            // Lingering after the handler's close: its time is up, or the
+            // idle timer may still close it (as the handler's close).
+            let (limit, reason) = if conn.write_shut {
+                (Some(LINGER), CloseReason::Service)
+            } else {
+                (self.shared.config.idle_timeout, CloseReason::Idle)
+            };
+            // No limit, or one past what an Instant can hold: never due.
+            let Some(expires) = limit.and_then(|limit| conn.last_active.checked_add(limit)) else {
                 continue;
             };
             if expires <= self.now {
-                self.close(due.key, CloseReason::Idle);
+                self.close(due.key, reason);
             } else {
                 self.timers.insert(Deadline { at: expires, ..due });
             }
@@ -836,13 +858,50 @@ fn drive_conn<H: Handler>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Next {
     }
     if conn.pending() == 0 {
         if conn.closing {
-            return Next::Close(CloseReason::Service);
+            return close_by_service(conn, io, budget);
         }
         if conn.input_ended {
             return Next::Close(CloseReason::Peer);
         }
     }
     Next::Keep
+}
+
+/// The handler asked to close and its output is out. Closing now, with
+/// input unread in the kernel, would send a reset that can destroy that
+/// output before the client reads it (pitfall 8). So: send FIN
+/// (`shutdown(SHUT_WR)`), then read and discard until the client closes too,
+/// for at most `LINGER` (the reactor's timer enforces it).
+fn close_by_service<H>(conn: &mut Conn<H>, io: &mut Io<'_>, mut budget: usize) -> Next {
+    if conn.input_ended {
+        return Next::Close(CloseReason::Service);
+    }
+    let mut next = Next::Keep;
+    if !conn.write_shut {
+        if net::shutdown_write(&conn.socket).is_err() {
+            return Next::Close(CloseReason::Service);
+        }
+        conn.write_shut = true;
+        conn.last_active = io.now; // the lingering starts now
+        next = Next::Linger;
+    }
+    while conn.read_ready {
+        if budget == 0 {
+            return Next::Requeue;
+        }
+        match net::recv(&conn.socket, io.read_buf) {
+            Outcome::Done(0) | Outcome::Reset(_) | Outcome::Failed(_) => {
+                return Next::Close(CloseReason::Service);
+            }
+            // Discarded; not counted as activity, so it cannot prolong the linger.
+            Outcome::Done(n) => {
+                io.counters.bytes_in += n as u64;
+                budget = budget.saturating_sub(n);
+            }
+            Outcome::WouldBlock => conn.read_ready = false,
+        }
+    }
+    next
 }
 
 /// Hands the `n` bytes just read (in `io.read_buf`) to the handler, then
@@ -860,6 +919,12 @@ fn deliver<H: Handler>(conn: &mut Conn<H>, n: usize, io: &mut Io<'_>) -> Result<
     let action = contain_panic("Handler::on_data", || handler.on_data(&mut input, out))
         .ok_or(CloseReason::Error)?;
     let consumed = input.consumed();
+    if action == Action::Close {
+        // Whatever input is left will never be handled.
+        conn.closing = true;
+        release(&mut conn.input);
+        return send_output(conn, into_scratch, io);
+    }
     // What the handler left is what the limit bounds: a client that never
     // ends its line (or frame) costs at most `max_input`.
     let left = if direct { n } else { conn.input.len() } - consumed;
@@ -873,9 +938,6 @@ fn deliver<H: Handler>(conn: &mut Conn<H>, n: usize, io: &mut Io<'_>) -> Result<
         release(&mut conn.input);
     } else {
         conn.input.drain(..consumed);
-    }
-    if action == Action::Close {
-        conn.closing = true;
     }
     send_output(conn, into_scratch, io)
 }

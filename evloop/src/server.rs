@@ -139,8 +139,8 @@ impl ServerBuilder {
         self
     }
 
-    /// Output watermarks per connection: reading stops while more than
-    /// `high` bytes of output are pending and resumes below `low`.
+    /// Output watermarks per connection: reading stops once `high` bytes of
+    /// output are pending and resumes when no more than `low` are.
     /// Default: 64 KiB and 256 KiB.
     pub fn watermarks(mut self, low: usize, high: usize) -> Self {
         self.config.low_watermark = low.min(high);

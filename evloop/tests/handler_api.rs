@@ -70,8 +70,29 @@ fn close_action_flushes_the_answer_then_closes() {
     let mut stream = connect(server.addr);
     stream.write_all(b"a\nquit\n").unwrap();
     assert_eq!(read_to_end(&mut stream), b"A\nbye\n");
+    // The server lingers until the client closes too (or 5 s pass).
+    drop(stream);
     let total = server.stop().total();
     assert_eq!(total.closed(CloseReason::Service), 1);
+}
+
+/// A client that never closes after the server's FIN is cut after the
+/// linger time, not kept forever.
+#[test]
+fn lingering_ends_when_the_client_never_closes() {
+    let server = start(Lines, |b| b.threads(1));
+    let mut stream = connect(server.addr);
+    stream.write_all(b"quit\n").unwrap();
+    assert_eq!(read_to_end(&mut stream), b"bye\n");
+    let started = std::time::Instant::now();
+    let total = server.stop().total();
+    let waited = started.elapsed();
+    assert_eq!(total.closed(CloseReason::Service), 1);
+    assert!(
+        waited >= std::time::Duration::from_secs(4),
+        "lingered {waited:?}"
+    );
+    drop(stream);
 }
 
 /// A client that never ends its line costs at most `max_input` of memory:
@@ -104,4 +125,21 @@ fn a_line_longer_than_the_input_limit_closes_only_that_connection() {
     drop(good);
     let total = server.stop().total();
     assert_eq!(total.closed(CloseReason::Error), 1, "{total}");
+}
+
+/// Pitfall 8: closing with unread input sends a reset, which can destroy
+/// the answer before the client reads it. After its answer the server sends
+/// FIN and discards what still comes, so the client reads the answer and a
+/// clean end of stream.
+#[test]
+fn close_with_unread_input_still_ends_in_eof_not_reset() {
+    let server = start(Lines, |b| b.threads(1));
+    let mut stream = connect(server.addr);
+    let mut request = b"a\nquit\n".to_vec();
+    request.extend(std::iter::repeat_n(b'z', 256 * 1024));
+    stream.write_all(&request).unwrap();
+    assert_eq!(read_to_end(&mut stream), b"A\nbye\n");
+    drop(stream);
+    let total = server.stop().total();
+    assert_eq!(total.closed(CloseReason::Service), 1, "{total}");
 }
