@@ -61,6 +61,8 @@ const READ_BUFFER: usize = 64 * 1024;
 const ACCEPT_BUDGET: usize = 128;
 /// Mailbox commands handled per turn.
 const MAILBOX_BUDGET: usize = 1024;
+/// The loop's output scratch buffer is freed when a handler made it larger.
+const MAX_SCRATCH: usize = 1024 * 1024;
 /// How long a connection closed by its handler waits for the client to
 /// close after our FIN, discarding what it still sends.
 const LINGER: Duration = Duration::from_secs(5);
@@ -675,6 +677,18 @@ impl<S: Service> Reactor<S> {
         self.counters.closed[reason.index()] += 1;
         drop(conn); // closing the descriptor also removes it from the queue
         self.release_slot();
+        // A closed connection's deadline stays in the heap until due; with
+        // many short connections and a long idle timeout they would pile
+        // up. Sweep when they outnumber the open connections (amortised:
+        // each sweep at least halves the heap).
+        if self.timers.len() > 2 * self.conns.len() + 1024 {
+            let conns = &self.conns;
+            self.timers.retain(|d| {
+                conns
+                    .get(d.key)
+                    .is_some_and(|c| c.generation == d.generation)
+            });
+        }
         self.retry_accepting();
     }
 
@@ -986,6 +1000,10 @@ fn send_output<H>(
                 conn.last_active = io.now;
             }
             conn.output.extend_from_slice(&io.scratch[sent..]);
+        }
+        // One huge answer must not pin its memory for the loop's lifetime.
+        if io.scratch.capacity() > MAX_SCRATCH {
+            *io.scratch = Vec::new();
         }
     } else if conn.write_ready {
         flush(conn, io)?;

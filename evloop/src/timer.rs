@@ -45,9 +45,13 @@ impl Timers {
         }
     }
 
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.heap.len()
+    }
+
+    /// Drops the deadlines `live` rejects (those of closed connections).
+    pub(crate) fn retain(&mut self, mut live: impl FnMut(&Deadline) -> bool) {
+        self.heap.retain(|Reverse(d)| live(d));
     }
 }
 
@@ -75,5 +79,7 @@ mod tests {
         assert_eq!(due, [1, 2]);
         assert_eq!(timers.len(), 1);
         assert_eq!(timers.next(), Some(t0 + Duration::from_millis(30)));
+        timers.retain(|d| d.key != 0);
+        assert_eq!(timers.len(), 0);
     }
 }
