@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use evloop::CloseReason;
 use evloop::services::{Discard, Echo};
-use support::{MIB, Rng, connect, echo_in_chunks, start};
+use support::{MIB, Rng, connect, echo_in_chunks, start, write_then_half_close_and_read};
 
 #[test]
 fn two_hundred_clients_each_echo_one_mebibyte_in_random_chunks() {
@@ -47,19 +47,9 @@ fn half_closed_client_gets_all_its_echo_then_eof() {
     for size in [1, 1000, 200_000, 3 * MIB] {
         let mut stream = connect(server.addr);
         let data = Rng::new(size as u64).bytes(size);
-        // Written before the reader starts: the server's output backs up
-        // while the client does not read, and the FIN arrives behind the data.
-        let writer = {
-            let mut stream = stream.try_clone().unwrap();
-            let data = data.clone();
-            std::thread::spawn(move || {
-                stream.write_all(&data).unwrap();
-                stream.shutdown(Shutdown::Write).unwrap();
-            })
-        };
-        let mut got = Vec::new();
-        stream.read_to_end(&mut got).expect("EOF, not a reset");
-        writer.join().unwrap();
+        // The server's output backs up while the client is still writing,
+        // and the FIN arrives behind the data.
+        let got = write_then_half_close_and_read(&mut stream, &data);
         assert_eq!(got.len(), size);
         assert!(got == data);
     }

@@ -6,12 +6,11 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::Shutdown;
 use std::time::Duration;
 
 use evloop::services::Echo;
 use evloop::{Action, CloseReason, Handler, Input};
-use support::{LIMIT, MIB, connect, start};
+use support::{LIMIT, MIB, connect, start, write_then_half_close_and_read};
 
 /// Echoes, but panics on a `!` — a bug a client's bytes can reach.
 #[derive(Clone)]
@@ -72,17 +71,7 @@ fn bulk_lines_are_not_taken_for_an_overlong_line() {
     let mut stream = connect(server.addr);
     let line = [b"x".repeat(99), b"\n".to_vec()].concat();
     let data = line.repeat(MIB / line.len());
-    let writer = {
-        let mut stream = stream.try_clone().unwrap();
-        let data = data.clone();
-        std::thread::spawn(move || {
-            stream.write_all(&data).unwrap();
-            stream.shutdown(Shutdown::Write).unwrap();
-        })
-    };
-    let mut got = Vec::new();
-    stream.read_to_end(&mut got).expect("EOF, not a reset");
-    writer.join().unwrap();
+    let got = write_then_half_close_and_read(&mut stream, &data);
     assert_eq!(got.len(), data.len());
     let total = server.stop().total();
     assert_eq!(total.closed(CloseReason::Error), 0, "{total}");

@@ -437,6 +437,23 @@ impl Rng {
     }
 }
 
+/// Writes all of `data` from another thread and half-closes, while this
+/// thread reads until end of stream (which must be EOF, not a reset); the
+/// writer does not wait for the reader, so the server's output can back up.
+#[track_caller]
+pub fn write_then_half_close_and_read(stream: &mut TcpStream, data: &[u8]) -> Vec<u8> {
+    let mut writer = stream.try_clone().unwrap();
+    let data = data.to_vec();
+    let writing = std::thread::spawn(move || {
+        writer.write_all(&data).unwrap();
+        writer.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    let mut got = Vec::new();
+    stream.read_to_end(&mut got).expect("EOF, not a reset");
+    writing.join().unwrap();
+    got
+}
+
 /// Sends `data` in random-size chunks (1 byte to 64 KiB, drawn from `seed`)
 /// on one thread while reading the echo on another; returns what came back
 /// before EOF (the client half-closes after sending).
