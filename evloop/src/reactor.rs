@@ -434,11 +434,13 @@ impl<S: Service> Reactor<S> {
     fn accept(&mut self, i: usize, budget: usize) {
         for _ in 0..budget {
             match net::accept(&self.listeners[i].socket) {
-                Outcome::Done((fd, peer)) => {
-                    self.end_accept_pause();
-                    self.admit(fd, peer);
-                }
+                // While descriptors stay scarce, a close lets one accept
+                // through and the next fails: that is still one episode.
+                Outcome::Done((fd, peer)) => self.admit(fd, peer),
                 Outcome::WouldBlock => {
+                    // The backlog is empty: if accepting had been failing,
+                    // it has recovered.
+                    self.end_accept_pause();
                     self.listeners[i].ready = false;
                     return;
                 }
@@ -586,8 +588,9 @@ impl<S: Service> Reactor<S> {
 
     /// Retries accepting after a pause (its timer, or a connection closed).
     /// The pause stays in place while retrying: a retry that fails again
-    /// continues the episode (one warning per episode, not per retry), one
-    /// that accepts or finds nothing waiting ends it.
+    /// continues the episode (one warning per episode, not per retry); one
+    /// that empties the backlog, or spends its budget without a failure,
+    /// ends it with one recovery line.
     fn retry_accepting(&mut self) {
         if self.accept_pause.is_none() {
             return;
