@@ -53,6 +53,11 @@ use crate::timer::{Deadline, Timers};
 const WAKER: Token = Token(usize::MAX);
 const LISTENER_BASE: usize = usize::MAX - 1;
 
+/// The token of listener `i`.
+const fn listener_token(i: usize) -> Token {
+    Token(LISTENER_BASE - i)
+}
+
 /// Events fetched per wait.
 const EVENT_CAPACITY: usize = 1024;
 /// Size of the per-loop read buffer (one read's worth).
@@ -294,11 +299,7 @@ impl<S: Service> Reactor<S> {
             })
             .collect();
         for (i, listener) in listeners.iter().enumerate() {
-            poller.register(
-                &listener.socket,
-                Token(LISTENER_BASE - i),
-                Interest::READABLE,
-            )?;
+            poller.register(&listener.socket, listener_token(i), Interest::READABLE)?;
         }
         Ok(Reactor {
             index,
@@ -576,12 +577,19 @@ impl<S: Service> Reactor<S> {
         pause.failures += 1;
         pause.backoff = (pause.backoff * 2).min(ACCEPT_BACKOFF_MAX);
         pause.until = self.now + pause.backoff;
+        self.set_listener_interest(Interest::NONE);
+    }
+
+    /// Changes every listener's interest: none while accepting is paused,
+    /// readable again to resume (re-adding it re-arms the edge if
+    /// connections wait).
+    fn set_listener_interest(&self, interest: Interest) {
         for (i, listener) in self.listeners.iter().enumerate() {
-            if let Err(e) =
-                self.poller
-                    .reregister(&listener.socket, Token(LISTENER_BASE - i), Interest::NONE)
+            if let Err(e) = self
+                .poller
+                .reregister(&listener.socket, listener_token(i), interest)
             {
-                warn!("pausing listener: {e}");
+                warn!("listener interest {interest:?}: {e}");
             }
         }
     }
@@ -595,15 +603,8 @@ impl<S: Service> Reactor<S> {
         if self.accept_pause.is_none() {
             return;
         }
-        for (i, listener) in self.listeners.iter_mut().enumerate() {
-            // Re-adding read interest re-arms the edge if connections wait.
-            if let Err(e) = self.poller.reregister(
-                &listener.socket,
-                Token(LISTENER_BASE - i),
-                Interest::READABLE,
-            ) {
-                warn!("resuming listener: {e}");
-            }
+        self.set_listener_interest(Interest::READABLE);
+        for listener in &mut self.listeners {
             listener.ready = true;
         }
         let errors = self.counters.accept_errors;
