@@ -231,8 +231,6 @@ enum Next {
     /// It stopped with input still readable (budget spent): serve it again
     /// this turn.
     Requeue,
-    /// It started lingering: arm its linger deadline.
-    Linger,
     Close(CloseReason),
 }
 
@@ -644,7 +642,19 @@ impl<S: Service> Reactor<S> {
             counters: &mut self.counters,
             now: self.now,
         };
+        let was_shut = conn.write_shut;
         let next = drive_conn(conn, &mut io);
+        // The linger deadline is armed where the FIN went out, whatever the
+        // drive returns: a flood that spends the read budget while being
+        // discarded must not keep the connection forever.
+        if conn.write_shut && !was_shut {
+            let generation = conn.generation;
+            self.timers.insert(Deadline {
+                at: self.now + LINGER,
+                key,
+                generation,
+            });
+        }
         let next = match next {
             Next::Close(reason) => Next::Close(reason),
             other => match update_interest(&self.poller, conn, key) {
@@ -657,14 +667,6 @@ impl<S: Service> Reactor<S> {
         };
         match next {
             Next::Keep => {}
-            Next::Linger => {
-                let generation = conn.generation;
-                self.timers.insert(Deadline {
-                    at: self.now + LINGER,
-                    key,
-                    generation,
-                });
-            }
             Next::Requeue => {
                 if !conn.queued {
                     conn.queued = true;
@@ -894,14 +896,12 @@ fn close_by_service<H>(conn: &mut Conn<H>, io: &mut Io<'_>, mut budget: usize) -
     if conn.input_ended {
         return Next::Close(CloseReason::Service);
     }
-    let mut next = Next::Keep;
     if !conn.write_shut {
         if net::shutdown_write(&conn.socket).is_err() {
             return Next::Close(CloseReason::Service);
         }
         conn.write_shut = true;
         conn.last_active = io.now; // the lingering starts now
-        next = Next::Linger;
     }
     while conn.read_ready {
         if budget == 0 {
@@ -919,7 +919,7 @@ fn close_by_service<H>(conn: &mut Conn<H>, io: &mut Io<'_>, mut budget: usize) -
             Outcome::WouldBlock => conn.read_ready = false,
         }
     }
-    next
+    Next::Keep
 }
 
 /// Hands the `n` bytes just read (in `io.read_buf`) to the handler, then

@@ -143,3 +143,48 @@ fn close_with_unread_input_still_ends_in_eof_not_reset() {
     let total = server.stop().total();
     assert_eq!(total.closed(CloseReason::Service), 1, "{total}");
 }
+
+/// Takes everything and closes once it has seen `after` bytes, in the
+/// middle of a stream.
+#[derive(Clone)]
+struct CloseAfter {
+    after: usize,
+    seen: usize,
+}
+
+impl Handler for CloseAfter {
+    fn on_data(&mut self, input: &mut Input<'_>, _output: &mut Vec<u8>) -> Action {
+        self.seen += input.bytes().len();
+        input.consume_all();
+        if self.seen >= self.after {
+            Action::Close
+        } else {
+            Action::Continue
+        }
+    }
+}
+
+/// A client that floods through the handler's close, then falls silent
+/// without closing, is still cut after the linger time: the deadline is
+/// armed when the server sends its FIN, even when discarding the flood
+/// spends the connection's read budget for that turn.
+#[test]
+fn lingering_ends_after_a_flood_when_the_client_never_closes() {
+    let handler = CloseAfter {
+        after: 1024 * 1024,
+        seen: 0,
+    };
+    let server = start(handler, |b| {
+        b.threads(1)
+            .shutdown_timeout(std::time::Duration::from_secs(12))
+    });
+    let mut stream = connect(server.addr);
+    // Discarded by the server, so the whole flood is taken.
+    stream.write_all(&vec![b'z'; 9 * 1024 * 1024]).unwrap();
+    assert_eq!(read_to_end(&mut stream), b"");
+    let report = server.stop();
+    let total = report.total();
+    assert_eq!(total.closed(CloseReason::Service), 1, "{total}");
+    assert!(report.is_clean(), "cut by the shutdown deadline: {total}");
+    drop(stream);
+}
