@@ -78,6 +78,53 @@ fn address_in_use_is_refused_at_once_with_its_name() {
     assert!(took < Duration::from_secs(5));
 }
 
+/// Pitfall 12: a second evloop on a port another one serves must not join
+/// its SO_REUSEPORT group and take part of the traffic, whatever its
+/// threads and balance mode; it is refused like any address in use.
+#[test]
+fn a_second_instance_is_refused_not_let_into_the_group() {
+    for first_balance in ["reuseport", "handoff"] {
+        let running = ServerProcess::start(&["echo", "--threads", "2", "--balance", first_balance]);
+        let addr = running.addr.to_string();
+        for (threads, balance) in [("2", "reuseport"), ("2", "handoff"), ("1", "reuseport")] {
+            let args = [
+                "serve",
+                "log",
+                "--listen",
+                &addr,
+                "--threads",
+                threads,
+                "--balance",
+                balance,
+            ];
+            let (status, stderr, _) = run_to_exit(&args);
+            assert_eq!(
+                status.code(),
+                Some(1),
+                "{args:?} beside {first_balance}: {stderr}"
+            );
+            assert!(
+                stderr.contains(&format!("{addr}: address in use")),
+                "{args:?}: {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_same_address_twice_is_refused_as_such() {
+    let (status, stderr, _) = run_to_exit(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(!status.success());
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("127.0.0.1:0: listed twice"), "{stderr}");
+}
+
 #[test]
 fn unparsable_address_is_refused_with_its_text() {
     let (status, stderr, _) = run_to_exit(&["serve", "--listen", "localhost:http"]);

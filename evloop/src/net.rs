@@ -18,32 +18,74 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// `kern.ipc.somaxconn`), so asking for `i32::MAX` means "the OS maximum".
 pub const DEFAULT_BACKLOG: i32 = i32::MAX;
 
+/// Whether a listener shares its address with other sockets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Share {
+    /// The address is this socket's alone.
+    Exclusive,
+    /// The first socket of a `SO_REUSEPORT` group (`SO_REUSEPORT_LB` on
+    /// FreeBSD), through which the kernel balances connections over the
+    /// loops. Binding fails with "address in use" if any socket already
+    /// listens there, even one that would share it: a second server started
+    /// by mistake must not silently take part of the traffic.
+    NewGroup,
+    /// A further socket of the group that [`Share::NewGroup`] started.
+    JoinGroup,
+}
+
 /// Binds a non-blocking TCP listener on `addr`.
 ///
-/// `reuse_port` sets `SO_REUSEPORT` (with `SO_REUSEPORT_LB` on FreeBSD) so
-/// that several loops can each bind the same address and let the kernel
-/// balance. Accepted sockets inherit `TCP_NODELAY`. IPv6 listeners are IPv6-only, so `0.0.0.0:P` and `[::]:P` can be
-/// bound side by side. Errors read like `127.0.0.1:1815: address in use`.
-pub fn bind_listener(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Result<TcpListener> {
+/// Accepted sockets inherit `TCP_NODELAY`. IPv6 listeners are IPv6-only, so
+/// `0.0.0.0:P` and `[::]:P` can be bound side by side. Errors read like
+/// `127.0.0.1:1815: address in use`.
+pub fn bind_listener(addr: SocketAddr, backlog: i32, share: Share) -> io::Result<TcpListener> {
     let named = |e: io::Error| io::Error::new(e.kind(), format!("{addr}: {}", describe(&e)));
-    let socket =
-        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(named)?;
-    socket.set_reuse_address(true).map_err(named)?;
+    if share == Share::NewGroup && !REUSE_PORT_AFTER_BIND && addr.port() != 0 {
+        // Without Linux's late SO_REUSEPORT (below), an exclusive probe bind
+        // finds an existing holder. The probe is closed before the group
+        // binds: a socket that binds with SO_REUSEPORT in between can still
+        // join (ARCHITECTURE.md names this race).
+        let probe = new_socket(addr).map_err(named)?;
+        probe.bind(&addr.into()).map_err(named)?;
+        drop(probe);
+    }
+    let socket = new_socket(addr).map_err(named)?;
+    let late_reuse_port = share == Share::NewGroup && REUSE_PORT_AFTER_BIND;
+    if share == Share::JoinGroup || (share == Share::NewGroup && !late_reuse_port) {
+        set_reuse_port(&socket).map_err(named)?;
+    }
+    socket.bind(&addr.into()).map_err(named)?;
+    if late_reuse_port {
+        // Bound without SO_REUSEPORT, so the bind failed if anything listens
+        // here; set now, before `listen` forms the group, it lets our other
+        // loops join. Linux checks the option at bind time, on both sides.
+        set_reuse_port(&socket).map_err(named)?;
+    }
+    socket.listen(backlog).map_err(named)?;
+    Ok(socket.into())
+}
+
+/// Linux decides whether two sockets may share a port when the second
+/// binds, by the `SO_REUSEPORT` both have then, and forms the group at
+/// `listen`: so the first socket of a group can bind exclusively and enable
+/// sharing afterwards, leaving no window for a stranger. Elsewhere (FreeBSD's
+/// `SO_REUSEPORT_LB` joins its group at bind) the option must come first.
+const REUSE_PORT_AFTER_BIND: bool = cfg!(any(target_os = "linux", target_os = "android"));
+
+/// A non-blocking TCP socket for `addr` with the options every listener has.
+fn new_socket(addr: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
     // Small replies go out at once instead of waiting for the peer's ACK
     // (Nagle + delayed ACK can stall a request/response exchange by 40 ms).
     // Set on the listener, it is inherited by every accepted socket on Linux
     // and the BSDs, so it costs no system call per connection.
-    socket.set_tcp_nodelay(true).map_err(named)?;
+    socket.set_tcp_nodelay(true)?;
     if addr.is_ipv6() {
-        socket.set_only_v6(true).map_err(named)?;
+        socket.set_only_v6(true)?;
     }
-    if reuse_port {
-        set_reuse_port(&socket).map_err(named)?;
-    }
-    socket.set_nonblocking(true).map_err(named)?;
-    socket.bind(&addr.into()).map_err(named)?;
-    socket.listen(backlog).map_err(named)?;
-    Ok(socket.into())
+    socket.set_nonblocking(true)?;
+    Ok(socket)
 }
 
 #[cfg(target_os = "freebsd")]
@@ -210,7 +252,7 @@ mod tests {
     /// may wait for delayed ACKs; this pins the kernel behaviour we rely on.
     #[test]
     fn accepted_sockets_inherit_nodelay_and_are_nonblocking() {
-        let listener = bind_listener("127.0.0.1:0".parse().unwrap(), 16, false).unwrap();
+        let listener = bind_listener("127.0.0.1:0".parse().unwrap(), 16, Share::Exclusive).unwrap();
         let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let fd = accept_one(&listener);
         let socket = socket2::SockRef::from(&fd);
@@ -222,10 +264,48 @@ mod tests {
 
     #[test]
     fn bind_errors_name_the_address() {
-        let taken = bind_listener("127.0.0.1:0".parse().unwrap(), 16, false).unwrap();
+        let taken = bind_listener("127.0.0.1:0".parse().unwrap(), 16, Share::Exclusive).unwrap();
         let addr = taken.local_addr().unwrap();
-        let err = bind_listener(addr, 16, false).unwrap_err();
+        let err = bind_listener(addr, 16, Share::Exclusive).unwrap_err();
         assert_eq!(err.to_string(), format!("{addr}: address in use"));
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    }
+
+    /// Pitfall 12: a group's first socket binds only where nothing listens,
+    /// even a socket that set SO_REUSEPORT itself (another server's group).
+    #[test]
+    fn a_new_group_refuses_an_address_another_group_holds() {
+        let any_port = "127.0.0.1:0".parse().unwrap();
+        let stranger = bind_listener(any_port, 16, Share::NewGroup).unwrap();
+        let addr = stranger.local_addr().unwrap();
+        let err = bind_listener(addr, 16, Share::NewGroup).unwrap_err();
+        assert_eq!(err.to_string(), format!("{addr}: address in use"));
+        let joiner = bind_listener(any_port, 16, Share::JoinGroup).unwrap();
+        let addr = joiner.local_addr().unwrap();
+        let err = bind_listener(addr, 16, Share::NewGroup).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    }
+
+    /// The group's own members join it, and the kernel spreads new
+    /// connections over them (64 connections all landing on one of two
+    /// sockets would happen once in 2^63 runs).
+    #[test]
+    fn a_group_shares_its_address_with_its_members() {
+        let first = bind_listener("127.0.0.1:0".parse().unwrap(), 128, Share::NewGroup).unwrap();
+        let addr = first.local_addr().unwrap();
+        let second = bind_listener(addr, 128, Share::JoinGroup).unwrap();
+        let clients: Vec<_> = (0..64)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        let accepted = |listener: &TcpListener| {
+            let mut n = 0;
+            while let Outcome::Done(_) = accept(listener) {
+                n += 1;
+            }
+            n
+        };
+        let (a, b) = (accepted(&first), accepted(&second));
+        assert_eq!(a + b, clients.len(), "{a} + {b}");
+        assert!(a > 0 && b > 0, "{a} and {b}");
     }
 }

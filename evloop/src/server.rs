@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use crate::net;
+use crate::net::{self, Share};
 use crate::poll::{Events, Interest, Poller, Token, Waker};
 use crate::reactor::{Command, Config, LoopHandle, LoopReport, Reactor, Shared};
 use crate::service::Service;
@@ -180,16 +180,29 @@ impl ServerBuilder {
         let handoff = self.balance == Balance::Handoff && threads > 1;
         let mut listeners: Vec<Vec<TcpListener>> = (0..threads).map(|_| Vec::new()).collect();
         let mut local_addrs = Vec::with_capacity(addrs.len());
+        for (i, addr) in addrs.iter().enumerate() {
+            if addrs[..i].contains(addr) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{addr}: listed twice"),
+                ));
+            }
+        }
         for addr in addrs {
-            let reuse_port = !handoff && threads > 1;
-            let first = net::bind_listener(addr, self.backlog, reuse_port)?;
+            let grouped = !handoff && threads > 1;
+            let share = if grouped {
+                Share::NewGroup
+            } else {
+                Share::Exclusive
+            };
+            let first = net::bind_listener(addr, self.backlog, share)?;
             // Port 0: every loop must bind the port the first one got.
             let bound = first.local_addr()?;
             local_addrs.push(bound);
             listeners[0].push(first);
-            if reuse_port {
+            if grouped {
                 for loop_listeners in &mut listeners[1..] {
-                    loop_listeners.push(net::bind_listener(bound, self.backlog, true)?);
+                    loop_listeners.push(net::bind_listener(bound, self.backlog, Share::JoinGroup)?);
                 }
             }
         }
