@@ -77,6 +77,11 @@ const KEEP_BUFFER: usize = 4 * 1024;
 /// The first and the longest pause after `accept` ran out of resources.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How long a newcomer waits in the backlog for a connection slot before it
+/// is refused. Slots of connections whose clients have already gone are
+/// freed within a turn of their loop; this covers a loop that was not
+/// running for a moment, not a server that is really full.
+const LIMIT_GRACE: Duration = Duration::from_millis(250);
 
 /// Tunables of a loop, set through the server builder.
 #[derive(Clone, Debug)]
@@ -125,6 +130,8 @@ pub(crate) struct LoopHandle {
     notified: AtomicBool,
     /// Connections this loop serves, for least-loaded hand-off.
     pub(crate) load: AtomicUsize,
+    /// The loop waits for a connection slot: a loop that frees one wakes it.
+    wants_slot: AtomicBool,
 }
 
 impl LoopHandle {
@@ -136,6 +143,7 @@ impl LoopHandle {
             waker: Waker::new(poller, WAKER)?,
             notified: AtomicBool::new(false),
             load: AtomicUsize::new(0),
+            wants_slot: AtomicBool::new(false),
         };
         Ok((Arc::new(handle), receiver))
     }
@@ -146,12 +154,16 @@ impl LoopHandle {
         if self.sender.send(command).is_err() {
             return false;
         }
+        self.wake();
+        true
+    }
+
+    fn wake(&self) {
         if !self.notified.swap(true, Ordering::AcqRel)
             && let Err(e) = self.waker.wake()
         {
             warn!("waking a loop failed: {e}");
         }
-        true
     }
 }
 
@@ -171,6 +183,8 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     /// Open connections, server-wide, for `max_connections`.
     pub(crate) active: AtomicUsize,
+    /// Loops waiting for a connection slot (their `wants_slot` is set).
+    pub(crate) slot_waiters: AtomicUsize,
     /// Every loop's mailbox, by loop index (hand-off targets).
     pub(crate) loops: Vec<Arc<LoopHandle>>,
     /// Whether one acceptor hands connections to all loops.
@@ -276,6 +290,8 @@ pub(crate) struct Reactor<S: Service> {
     counters: Counters,
     now: Instant,
     accept_pause: Option<AcceptPause>,
+    /// Newcomers wait in the backlog for a connection slot until then.
+    limit_wait: Option<Instant>,
     drain_deadline: Option<Instant>,
     cut: u64,
 }
@@ -317,6 +333,7 @@ impl<S: Service> Reactor<S> {
             counters: Counters::default(),
             now: Instant::now(),
             accept_pause: None,
+            limit_wait: None,
             drain_deadline: None,
             cut: 0,
         })
@@ -345,13 +362,16 @@ impl<S: Service> Reactor<S> {
     /// How long the next wait may block: not at all while work is left over
     /// from this turn, else until the earliest deadline.
     fn timeout(&self) -> Option<Duration> {
-        let accept_ready = self.accept_pause.is_none() && self.listeners.iter().any(|l| l.ready);
+        let accept_ready = self.accept_pause.is_none()
+            && self.listeners.iter().any(|l| l.ready)
+            && (self.limit_wait.is_none() || self.slot_free());
         if !self.ready.is_empty() || accept_ready || self.mailbox_pending {
             return Some(Duration::ZERO);
         }
         let deadlines = [
             self.timers.next(),
             self.accept_pause.as_ref().map(|p| p.until),
+            self.limit_wait,
             self.drain_deadline,
         ];
         deadlines
@@ -432,14 +452,18 @@ impl<S: Service> Reactor<S> {
 
     fn accept(&mut self, i: usize, budget: usize) {
         for _ in 0..budget {
+            if !self.may_accept() {
+                return; // the listener stays ready: a freed slot resumes it
+            }
             match net::accept(&self.listeners[i].socket) {
                 // While descriptors stay scarce, a close lets one accept
                 // through and the next fails: that is still one episode.
                 Outcome::Done((fd, peer)) => self.admit(fd, peer),
                 Outcome::WouldBlock => {
                     // The backlog is empty: if accepting had been failing,
-                    // it has recovered.
+                    // it has recovered; nobody waits for a slot.
                     self.end_accept_pause();
+                    self.end_limit_wait();
                     self.listeners[i].ready = false;
                     return;
                 }
@@ -451,6 +475,48 @@ impl<S: Service> Reactor<S> {
                     return;
                 }
             }
+        }
+    }
+
+    fn slot_free(&self) -> bool {
+        self.shared.active.load(Ordering::SeqCst) < self.shared.config.max_connections
+    }
+
+    /// Whether to take a connection from the backlog now: a slot is free,
+    /// or the newcomers have waited `LIMIT_GRACE` for one and are to be
+    /// refused. At the limit, the connections this loop has just accepted
+    /// are served first, and those whose clients have gone free their slots:
+    /// a client that closes and reconnects at once is not refused because
+    /// its last connection was not yet retired.
+    fn may_accept(&mut self) -> bool {
+        if self.slot_free() {
+            self.end_limit_wait();
+            return true;
+        }
+        let waited = *self.limit_wait.get_or_insert(self.now + LIMIT_GRACE);
+        if waited <= self.now {
+            return true; // `admit` refuses it
+        }
+        // Asks loops that free a slot to wake this one, then looks again:
+        // a slot freed before the request was seen would wake nobody.
+        let handle = &self.shared.loops[self.index];
+        if !handle.wants_slot.swap(true, Ordering::SeqCst) {
+            self.shared.slot_waiters.fetch_add(1, Ordering::SeqCst);
+        }
+        if self.slot_free() {
+            self.end_limit_wait();
+            return true;
+        }
+        false
+    }
+
+    fn end_limit_wait(&mut self) {
+        self.limit_wait = None;
+        if self.shared.loops[self.index]
+            .wants_slot
+            .swap(false, Ordering::SeqCst)
+        {
+            self.shared.slot_waiters.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
@@ -548,12 +614,21 @@ impl<S: Service> Reactor<S> {
         }
     }
 
-    /// Forgets one connection in the server-wide and per-loop counts.
+    /// Forgets one connection in the server-wide and per-loop counts, and
+    /// wakes the loops waiting for its slot.
     fn release_slot(&mut self) {
-        self.shared.active.fetch_sub(1, Ordering::AcqRel);
+        self.shared.active.fetch_sub(1, Ordering::SeqCst);
         self.shared.loops[self.index]
             .load
             .fetch_sub(1, Ordering::Relaxed);
+        if self.shared.slot_waiters.load(Ordering::SeqCst) > 0 {
+            for (i, handle) in self.shared.loops.iter().enumerate() {
+                if i != self.index && handle.wants_slot.swap(false, Ordering::SeqCst) {
+                    self.shared.slot_waiters.fetch_sub(1, Ordering::SeqCst);
+                    handle.wake();
+                }
+            }
+        }
     }
 
     fn pause_accepting(&mut self, error: &io::Error) {
@@ -769,9 +844,12 @@ impl<S: Service> Reactor<S> {
             return;
         }
         self.accept_pause = None;
+        // Whoever waits for a slot is refused now, not left in the backlog.
+        self.limit_wait = Some(self.now);
         for i in 0..self.listeners.len() {
             self.accept(i, usize::MAX);
         }
+        self.end_limit_wait();
         self.accept_pause = None;
         self.listeners.clear();
         if self.shared.handoff && self.index == 0 {

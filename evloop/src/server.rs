@@ -118,9 +118,14 @@ impl ServerBuilder {
         self
     }
 
-    /// Open connections allowed server-wide; past it, new connections are
-    /// accepted and closed at once (so clients learn it immediately, rather
-    /// than waiting in the backlog). Default: 100,000.
+    /// Open connections allowed server-wide. A connection counts from its
+    /// accept until it is closed (while it drains, lingers after its
+    /// handler's close, or travels to another loop too). At the limit, a
+    /// newcomer waits in the backlog for up to 250 ms while the loops serve
+    /// what they hold and retire connections whose clients have gone (a
+    /// client that closes and reconnects at once is not refused); if no slot
+    /// frees, it is accepted and closed, so that it learns at once rather
+    /// than waiting in the backlog. Default: 100,000.
     pub fn max_connections(mut self, max: usize) -> Self {
         self.config.max_connections = max;
         self
@@ -433,6 +438,7 @@ impl<S: Service> Server<S> {
         let shared = Arc::new(Shared {
             config: self.config,
             active: AtomicUsize::new(0),
+            slot_waiters: AtomicUsize::new(0),
             loops: handles,
             handoff: self.handoff,
         });

@@ -142,7 +142,7 @@ mod limit {
     per_balance!(connection_limit_is_server_wide_across_two_loops);
 
     /// With `max_connections(3)` over two loops, the fourth connection is
-    /// closed at once and counted as `closed_limit`, the first three keep
+    /// closed after its grace in the backlog and counted as `closed_limit`, the first three keep
     /// working, and a slot freed by a leaving client is used again.
     fn connection_limit_is_server_wide_across_two_loops(balance: Balance) {
         let _machine = shared_machine();
