@@ -9,7 +9,7 @@
 //!     .threads(2)
 //!     .max_connections(10_000)
 //!     .idle_timeout(Some(Duration::from_secs(60)))
-//!     .handle_signals(true) // SIGINT/SIGTERM: drain, then return
+//!     .handle_signals(true) // SIGINT/SIGTERM/SIGQUIT: drain, then return
 //!     .build(Echo)?;
 //! for addr in server.local_addrs() {
 //!     println!("listening on {addr}");
@@ -28,11 +28,30 @@
 //!
 //! # Shutdown
 //!
-//! The first request (SIGINT, SIGTERM or [`ShutdownHandle::shutdown`]) makes
-//! every loop accept what is already queued, close its listeners (new
-//! connections are refused from then on) and serve its connections until
-//! they close or `shutdown_timeout` passes, when the rest are cut. A second
-//! request cuts them at once. [`Report::is_clean`] tells whether any were cut.
+//! The first request (SIGINT, SIGTERM, SIGQUIT or
+//! [`ShutdownHandle::shutdown`]) makes every loop accept what is already
+//! queued, close its listeners (new connections are refused from then on)
+//! and serve its connections until they close or `shutdown_timeout` passes,
+//! when the rest are cut. A second request cuts them at once.
+//! [`Report::is_clean`] tells whether any were cut.
+//!
+//! # Signals
+//!
+//! With [`ServerBuilder::handle_signals`] on, the server takes over the
+//! signals an operator commonly sends, following nginx's conventions, and
+//! logs one line naming each signal it receives:
+//!
+//! | signal | what the server does |
+//! |---|---|
+//! | SIGINT, SIGTERM, SIGQUIT | a shutdown request (above) |
+//! | SIGHUP | nginx reloads its configuration; nothing to reload yet: logs that and keeps serving |
+//! | SIGUSR1 | nginx reopens its log files; evloop opens none (the program logs to standard error): logs that and keeps serving |
+//! | SIGUSR2 | nginx upgrades its binary; not supported yet: logs that and keeps serving |
+//!
+//! The handlers only write a byte to a pipe per signal, which the control
+//! thread watches. Once no server in the process handles signals (every
+//! such server has returned from [`Server::run`] or been dropped), these
+//! signals take their default action again.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -160,11 +179,15 @@ impl ServerBuilder {
         self
     }
 
-    /// Whether [`Server::run`] handles SIGINT and SIGTERM (first: graceful
-    /// shutdown; second: cut connections now). The handlers are installed by
-    /// [`build`](Self::build), so a signal that arrives before `run` is acted
-    /// on when it starts. Default: off, as a library should not take over a
-    /// process's signals unasked.
+    /// Whether [`Server::run`] handles SIGINT, SIGTERM and SIGQUIT (first:
+    /// graceful shutdown; second: cut connections now) and SIGHUP, SIGUSR1
+    /// and SIGUSR2 (logged; the server keeps serving): see
+    /// [the module docs](crate::server#signals). No other signal is touched.
+    /// The handlers are installed by [`build`](Self::build), so a signal that
+    /// arrives before `run` is acted on when it starts; once no server in
+    /// the process handles them (each has returned from `run` or been
+    /// dropped), they take their default action again. Default: off, as a
+    /// library should not take over a process's signals unasked.
     pub fn handle_signals(mut self, on: bool) -> Self {
         self.signals = on;
         self
@@ -336,48 +359,72 @@ impl Report {
     }
 }
 
-/// SIGINT and SIGTERM delivered as bytes on a pipe that the control poller
-/// watches: the handler only writes a byte (async-signal-safe).
+/// The handled signals delivered as bytes on pipes that the control poller
+/// watches, one pipe per signal so the control thread knows which arrived and
+/// how often: the handler only writes a byte (async-signal-safe).
 #[derive(Debug)]
 struct SignalPipe {
-    read: std::os::fd::OwnedFd,
+    /// Read ends, in the order of [`HANDLED_SIGNALS`].
+    reads: Vec<std::os::fd::OwnedFd>,
     ids: Vec<signal_hook::SigId>,
 }
 
 impl SignalPipe {
     fn install(poller: &Poller) -> io::Result<SignalPipe> {
-        let (read, write) = net::nonblocking_pipe()?;
-        poller.register(&read, SIGNALS, Interest::READABLE)?;
         DEFAULT_ACTIONS.call_once(|| {
-            for signal in HANDLED_SIGNALS {
-                if let Err(e) =
-                    signal_hook::flag::register_conditional_default(signal, &SIGNALS_UNHANDLED)
-                {
-                    warn!("cannot arm the default action of signal {signal}: {e}");
+            for signal in &HANDLED_SIGNALS {
+                if let Err(e) = signal_hook::flag::register_conditional_default(
+                    signal.number,
+                    &SIGNALS_UNHANDLED,
+                ) {
+                    warn!("cannot arm the default action of {}: {e}", signal.name);
                 }
             }
         });
         if SERVERS_HANDLING_SIGNALS.fetch_add(1, Ordering::AcqRel) == 0 {
             SIGNALS_UNHANDLED.store(false, Ordering::Release);
         }
-        let mut ids = Vec::new();
-        for signal in HANDLED_SIGNALS {
-            ids.push(signal_hook::low_level::pipe::register(
-                signal,
-                write.try_clone()?,
+        // Built before anything can fail, so that `Drop` undoes a partial
+        // installation.
+        let mut pipe = SignalPipe {
+            reads: Vec::with_capacity(HANDLED_SIGNALS.len()),
+            ids: Vec::with_capacity(HANDLED_SIGNALS.len()),
+        };
+        for signal in &HANDLED_SIGNALS {
+            let (read, write) = net::nonblocking_pipe()?;
+            poller.register(&read, SIGNALS, Interest::READABLE)?;
+            pipe.reads.push(read);
+            pipe.ids.push(signal_hook::low_level::pipe::register(
+                signal.number,
+                write,
             )?);
         }
-        Ok(SignalPipe { read, ids })
+        Ok(pipe)
     }
 
-    /// How many signals arrived since the last call.
-    fn take(&self) -> usize {
-        let mut buf = [0u8; 16];
-        let mut n = 0;
-        while let Ok(read @ 1..) = rustix::io::read(&self.read, &mut buf) {
-            n += read;
+    /// Logs every signal that arrived since the last call; returns how many
+    /// of them ask for shutdown.
+    fn take_shutdown_requests(&self) -> usize {
+        let mut requests = 0;
+        for (signal, read) in HANDLED_SIGNALS.iter().zip(&self.reads) {
+            let mut buf = [0u8; 16];
+            let mut arrived = 0;
+            while let Ok(n @ 1..) = rustix::io::read(read, &mut buf) {
+                arrived += n;
+            }
+            for _ in 0..arrived {
+                match signal.action {
+                    SignalAction::Shutdown => {
+                        info!("{} received: shutdown requested", signal.name);
+                        requests += 1;
+                    }
+                    SignalAction::KeepServing(because) => {
+                        warn!("{} received: {because}; still serving", signal.name);
+                    }
+                }
+            }
         }
-        n
+        requests
     }
 }
 
@@ -387,7 +434,7 @@ impl Drop for SignalPipe {
             signal_hook::low_level::unregister(id);
         }
         // Unregistering leaves signal-hook's handler installed, which would
-        // ignore SIGINT/SIGTERM from now on; the conditional default action
+        // ignore the signals from now on; the conditional default action
         // gives them back their usual effect once no server handles them.
         if SERVERS_HANDLING_SIGNALS.fetch_sub(1, Ordering::AcqRel) == 1 {
             SIGNALS_UNHANDLED.store(true, Ordering::Release);
@@ -395,8 +442,61 @@ impl Drop for SignalPipe {
     }
 }
 
-/// The signals a server handles.
-const HANDLED_SIGNALS: [i32; 2] = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM];
+/// What the control thread does with a signal.
+#[derive(Clone, Copy, Debug)]
+enum SignalAction {
+    /// A shutdown request: the first drains, the second cuts.
+    Shutdown,
+    /// Logged with the reason nothing is done; the server keeps serving.
+    KeepServing(&'static str),
+}
+
+/// A signal a server handles.
+#[derive(Debug)]
+struct HandledSignal {
+    number: i32,
+    name: &'static str,
+    action: SignalAction,
+}
+
+impl HandledSignal {
+    const fn new(number: i32, name: &'static str, action: SignalAction) -> HandledSignal {
+        HandledSignal {
+            number,
+            name,
+            action,
+        }
+    }
+}
+
+/// The signals a server handles, following nginx's conventions; those that
+/// ask for what evloop cannot do yet are logged and otherwise ignored. Every
+/// signal an operator commonly sends is here, so none ends the server
+/// without a log line.
+const HANDLED_SIGNALS: [HandledSignal; 6] = {
+    use SignalAction::{KeepServing, Shutdown};
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
+    [
+        HandledSignal::new(SIGINT, "SIGINT", Shutdown),
+        HandledSignal::new(SIGTERM, "SIGTERM", Shutdown),
+        HandledSignal::new(SIGQUIT, "SIGQUIT", Shutdown),
+        HandledSignal::new(
+            SIGHUP,
+            "SIGHUP",
+            KeepServing("nothing to reload (not supported yet)"),
+        ),
+        HandledSignal::new(
+            SIGUSR1,
+            "SIGUSR1",
+            KeepServing("nothing to reopen (evloop opens no log files)"),
+        ),
+        HandledSignal::new(
+            SIGUSR2,
+            "SIGUSR2",
+            KeepServing("no binary upgrade (not supported yet)"),
+        ),
+    ]
+};
 /// Servers in this process with signal handling on.
 static SERVERS_HANDLING_SIGNALS: AtomicUsize = AtomicUsize::new(0);
 /// True while no server handles signals: then they take their default action.
@@ -481,11 +581,7 @@ impl<S: Service> Server<S> {
             let mut new_requests = requests - requests_seen;
             requests_seen = requests;
             if let Some(signals) = &signals {
-                let n = signals.take();
-                if n > 0 {
-                    info!("signal received");
-                }
-                new_requests += n;
+                new_requests += signals.take_shutdown_requests();
             }
             let finished = control.exited.load(Ordering::Acquire);
             if finished == joins.len() {

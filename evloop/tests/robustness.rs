@@ -96,13 +96,24 @@ fn durations_too_long_for_an_instant_mean_no_limit() {
     assert_eq!(report.total().closed(CloseReason::Peer), 1);
 }
 
-/// After `run` returns, SIGTERM must again end the process: signal-hook
-/// cannot uninstall its handler, so the server arms the default action.
-/// The check runs in a child process (this test binary, re-run).
+/// After `run` returns, every signal the server handled must again take its
+/// default action (for these six: end the process): signal-hook cannot
+/// uninstall its handlers, so the server arms the default actions. Each
+/// check runs in a child process (this test binary, re-run).
 #[test]
-fn sigterm_after_the_server_is_done_ends_the_process() {
+fn handled_signals_after_the_server_is_done_end_the_process() {
+    use rustix::process::{Resource, Rlimit, Signal};
     const CHILD: &str = "EVLOOP_TEST_SIGNAL_CHILD";
-    if std::env::var_os(CHILD).is_some() {
+    const SIGNALS: [Signal; 6] = [
+        Signal::INT,
+        Signal::TERM,
+        Signal::QUIT,
+        Signal::HUP,
+        Signal::USR1,
+        Signal::USR2,
+    ];
+    if let Some(index) = std::env::var_os(CHILD) {
+        let signal = SIGNALS[index.to_str().unwrap().parse::<usize>().unwrap()];
         let server = evloop::Server::builder()
             .listen("127.0.0.1:0".parse().unwrap())
             .threads(1)
@@ -113,29 +124,34 @@ fn sigterm_after_the_server_is_done_ends_the_process() {
         let stopper = std::thread::spawn(move || handle.shutdown());
         server.run().unwrap();
         stopper.join().unwrap();
-        let pid = std::process::id().to_string();
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
+        // SIGQUIT's default action also dumps core: not here.
+        let core = rustix::process::getrlimit(Resource::Core);
+        let no_core = Rlimit {
+            current: Some(0),
+            ..core
+        };
+        rustix::process::setrlimit(Resource::Core, no_core).unwrap();
+        rustix::process::kill_process(rustix::process::getpid(), signal).unwrap();
         std::thread::sleep(LIMIT);
         std::process::exit(0); // the signal was ignored
     }
     use std::os::unix::process::ExitStatusExt;
-    let status = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "sigterm_after_the_server_is_done_ends_the_process",
-            "--test-threads",
-            "1",
-        ])
-        .env(CHILD, "1")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert_eq!(
-        status.signal(),
-        Some(15),
-        "the child should die of SIGTERM: {status}"
-    );
+    for (index, signal) in SIGNALS.iter().enumerate() {
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "handled_signals_after_the_server_is_done_end_the_process",
+                "--test-threads",
+                "1",
+            ])
+            .env(CHILD, index.to_string())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert_eq!(
+            status.signal(),
+            Some(signal.as_raw()),
+            "the child should die of {signal:?}: {status}"
+        );
+    }
 }
