@@ -103,7 +103,6 @@ fn measure(
     file_limit: &FileLimit,
     result: &mut MemoryResult,
 ) -> Vec<Socket> {
-    let address = SocketAddr::from((Ipv4Addr::LOCALHOST, server.port));
     let baseline_fds = match server.open_fds() {
         Ok(n) => n,
         Err(e) => {
@@ -128,30 +127,14 @@ fn measure(
                 file_limit.capped_by.as_deref().unwrap_or("RLIMIT_NOFILE")
             )
         });
-        let mut stopped = false;
-        while clients.len() < target {
-            let i = clients.len();
-            if i % MAX_UNACCEPTED == 0
-                && let Err(e) =
-                    wait_for_accepts(server, baseline_fds, i.saturating_sub(MAX_UNACCEPTED))
-            {
+        let stopped = match connect_up_to(server, baseline_fds, server_index, &mut clients, target)
+        {
+            Ok(()) => false,
+            Err(e) => {
                 note = Some(e);
-                stopped = true;
-                break;
+                true
             }
-            match connect(address, source_address(server_index, i)) {
-                Ok(socket) => clients.push(socket),
-                Err(e) => {
-                    note = Some(format!("connection {} failed: {e}", i + 1));
-                    stopped = true;
-                    break;
-                }
-            }
-        }
-        if let Err(e) = wait_for_accepts(server, baseline_fds, clients.len()) {
-            note = Some(e);
-            stopped = true;
-        }
+        };
         let reached = server
             .open_fds()
             .map_or(0, |fds| fds.saturating_sub(baseline_fds).min(clients.len()));
@@ -177,6 +160,31 @@ fn measure(
         }
     }
     clients
+}
+
+/// Connects to `server` until `clients` holds `target` connections and the
+/// server has accepted them all (it held `baseline_fds` descriptors before
+/// the first), never running more than [`MAX_UNACCEPTED`] ahead of its
+/// `accept` calls. Client `i` binds [`source_address`]`(source_range, i)`.
+/// On failure, `clients` keeps the connections made so far.
+pub fn connect_up_to(
+    server: &RunningServer,
+    baseline_fds: usize,
+    source_range: usize,
+    clients: &mut Vec<Socket>,
+    target: usize,
+) -> Result<(), String> {
+    let address = SocketAddr::from((Ipv4Addr::LOCALHOST, server.port));
+    while clients.len() < target {
+        let i = clients.len();
+        if i % MAX_UNACCEPTED == 0 {
+            wait_for_accepts(server, baseline_fds, i.saturating_sub(MAX_UNACCEPTED))?;
+        }
+        let socket = connect(address, source_address(source_range, i))
+            .map_err(|e| format!("connection {} failed: {e}", i + 1))?;
+        clients.push(socket);
+    }
+    wait_for_accepts(server, baseline_fds, clients.len())
 }
 
 /// Client `i` of server `server_index` binds 127.S.H.L: a /16 per server, a
@@ -223,7 +231,7 @@ fn wait_for_accepts(
 
 /// The resident size once two readings 100 ms apart agree (at most 2 s), so
 /// that work the server does after accepting is counted.
-fn settled_rss(server: &RunningServer) -> io::Result<u64> {
+pub fn settled_rss(server: &RunningServer) -> io::Result<u64> {
     let mut last = server.rss_bytes()?;
     for _ in 0..20 {
         thread::sleep(Duration::from_millis(100));

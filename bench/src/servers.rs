@@ -106,14 +106,19 @@ impl ServerKind {
 
 /// Prefixes a command line with `taskset -c CPU` where taskset exists.
 pub fn pinned(cpu: &str, command_line: &[String]) -> Command {
-    let mut command;
     if taskset_available() {
-        command = Command::new("taskset");
+        let mut command = Command::new("taskset");
         command.args(["-c", cpu]).args(command_line);
+        command
     } else {
-        command = Command::new(&command_line[0]);
-        command.args(&command_line[1..]);
+        unpinned(command_line)
     }
+}
+
+/// A command line as it is, on whichever CPUs the scheduler picks.
+fn unpinned(command_line: &[String]) -> Command {
+    let mut command = Command::new(&command_line[0]);
+    command.args(&command_line[1..]);
     command
 }
 
@@ -165,9 +170,26 @@ impl RunningServer {
             .chain(kind.command_line(binaries, port)?)
             .collect();
         let log = log_dir.join(format!("{}.log", kind.name()));
+        Self::start_command(&command_line, Some(SERVER_CPU), port, log, start_timeout)
+    }
+
+    /// Starts `command_line`, which must listen on 127.0.0.1:`port`, pinned
+    /// to `cpu` if one is given, with its stderr in `log`, and waits up to
+    /// `start_timeout` until it listens.
+    pub fn start_command(
+        command_line: &[String],
+        cpu: Option<&str>,
+        port: u16,
+        log: PathBuf,
+        start_timeout: Duration,
+    ) -> Result<Self, String> {
         let log_file = fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let mut command = match cpu {
+            Some(cpu) => pinned(cpu, command_line),
+            None => unpinned(command_line),
+        };
         // taskset execs the server, so the child's PID is the server's.
-        let child = pinned(SERVER_CPU, &command_line)
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -259,10 +281,15 @@ impl RunningServer {
 
     /// The server's resident set size in bytes.
     pub fn rss_bytes(&self) -> io::Result<u64> {
+        self.status_bytes("VmRSS")
+    }
+
+    /// A size field of `/proc/PID/status` (given in kB there), in bytes.
+    fn status_bytes(&self, field: &str) -> io::Result<u64> {
         let status = fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
         status
             .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|rest| {
                 rest.trim()
                     .trim_end_matches("kB")
@@ -271,7 +298,7 @@ impl RunningServer {
                     .ok()
             })
             .map(|kib| kib * 1024)
-            .ok_or_else(|| io::Error::other("no VmRSS in /proc/PID/status"))
+            .ok_or_else(|| io::Error::other(format!("no {field} in /proc/PID/status")))
     }
 
     /// How many file descriptors the server has open.
