@@ -14,6 +14,13 @@
 //! tables replace the results section of `docs/BENCHMARKS.md`, which
 //! explains the method.
 //!
+//! ```text
+//! cargo run -p evloop-bench --release -- pressure [--clients N] [--evloop PATH] [--json] [-- SERVE ARGS]
+//! ```
+//!
+//! measures `evloop serve echo` alone under backpressure: thousands of
+//! clients that write and never read (see [`pressure`]).
+//!
 //! The mio and tokio peers are subcommands of this program, so the harness
 //! starts itself as those servers.
 
@@ -27,10 +34,12 @@ mod markdown;
 mod memory;
 mod peers;
 mod prepare;
+mod pressure;
 mod servers;
 mod syscalls;
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -94,6 +103,26 @@ enum Command {
         /// down several times; 3s yields some 60,000 requests here).
         #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
         duration: Duration,
+    },
+    /// Memory and echo latency while thousands of echo clients write and
+    /// never read (issue 8): baseline, peak and after-close resident size of
+    /// `evloop serve echo`, a fresh client's echo p50/p99/max, PASS/MISS
+    /// against each goal. Exits 0 whether or not the goals are met.
+    Pressure {
+        /// Clients that push and never read.
+        #[arg(long, default_value_t = 5000)]
+        clients: usize,
+        /// The evloop program to run. Default: build target/release/evloop
+        /// (`cargo build --release -p evloop-cli`) and run that.
+        #[arg(long, value_name = "PATH")]
+        evloop: Option<PathBuf>,
+        /// Print the report as JSON on stdout (the table goes to stderr).
+        #[arg(long)]
+        json: bool,
+        /// Extra arguments for `evloop serve echo`, after `--`
+        /// (e.g. `-- --max-buffered 16MiB`).
+        #[arg(last = true, value_name = "SERVE ARGS")]
+        serve_args: Vec<String>,
     },
     /// Serve echo on 127.0.0.1:PORT with mio (used by compare).
     ServeMio {
@@ -189,6 +218,30 @@ fn main() -> ExitCode {
             };
             print_json(&instructions::run(&ServerKind::ALL, &binaries, load))
         }
+        Command::Pressure {
+            clients,
+            evloop,
+            json,
+            serve_args,
+        } => evloop
+            .map_or_else(prepare::build_evloop_cli, Ok)
+            .and_then(|evloop| {
+                pressure::run(&pressure::Settings {
+                    evloop,
+                    clients,
+                    serve_args,
+                })
+            })
+            .and_then(|report| {
+                let table = pressure::render(&report);
+                if json {
+                    eprint!("{table}");
+                    print_json(&report)
+                } else {
+                    print!("{table}");
+                    Ok(())
+                }
+            }),
         Command::ServeMio { port } => peers::serve_mio(loopback(port)).map_err(|e| e.to_string()),
         Command::ServeTokioCurrent { port } => {
             peers::serve_tokio(loopback(port), peers::TokioFlavor::CurrentThread)

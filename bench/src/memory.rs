@@ -25,7 +25,7 @@ use crate::servers::{RunningServer, ServerKind};
 /// in), so each address serves only a thousand.
 const PER_SOURCE_ADDRESS: usize = 1_000;
 /// Descriptors kept free for the server's and the harness's own use.
-const DESCRIPTOR_MARGIN: u64 = 64;
+pub const DESCRIPTOR_MARGIN: u64 = 64;
 /// How far the client may run ahead of the server's `accept` calls; the
 /// kernel's accept queue holds at most `net.core.somaxconn` (4096 by default).
 const MAX_UNACCEPTED: usize = 1000;

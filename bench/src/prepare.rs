@@ -66,7 +66,7 @@ pub fn build_all(build_evloop: bool) -> Binaries {
 }
 
 /// `cargo build --release -p evloop-cli`, then the binary's path.
-fn build_evloop_cli() -> Result<PathBuf, String> {
+pub fn build_evloop_cli() -> Result<PathBuf, String> {
     eprintln!("building: cargo build --release -p evloop-cli");
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)

@@ -19,7 +19,7 @@ pub const SERVER_CPU: &str = "0";
 /// The CPU the load generator runs on.
 pub const LOAD_CPU: &str = "1";
 /// How long a server may take to start listening.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
+pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A server in the comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -282,6 +282,12 @@ impl RunningServer {
     /// The server's resident set size in bytes.
     pub fn rss_bytes(&self) -> io::Result<u64> {
         self.status_bytes("VmRSS")
+    }
+
+    /// The most the server has had resident since it started (its
+    /// high-water mark), in bytes.
+    pub fn peak_rss_bytes(&self) -> io::Result<u64> {
+        self.status_bytes("VmHWM")
     }
 
     /// A size field of `/proc/PID/status` (given in kB there), in bytes.
