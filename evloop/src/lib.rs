@@ -49,6 +49,7 @@ pub mod server;
 pub mod service;
 pub mod services;
 mod stats;
+mod sys;
 mod timer;
 
 pub use reactor::LoopReport;

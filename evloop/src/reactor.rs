@@ -82,6 +82,13 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// freed within a turn of their loop; this covers a loop that was not
 /// running for a moment, not a server that is really full.
 const LIMIT_GRACE: Duration = Duration::from_millis(250);
+/// Past the server's buffer budget, a connection holding no more than its
+/// share reads this much at a time: it is served, in small steps, without
+/// piling up more than this each.
+const SMALL_READ: usize = 4 * 1024;
+/// How often a loop with connections paused by the budget looks whether
+/// the server is back under it.
+const BUDGET_RECHECK: Duration = Duration::from_millis(100);
 
 /// Tunables of a loop, set through the server builder.
 #[derive(Clone, Debug)]
@@ -93,6 +100,7 @@ pub(crate) struct Config {
     pub(crate) low_watermark: usize,
     pub(crate) max_input: usize,
     pub(crate) read_budget: usize,
+    pub(crate) max_buffered: usize,
 }
 
 impl Default for Config {
@@ -105,6 +113,7 @@ impl Default for Config {
             low_watermark: 64 * 1024,
             max_input: 64 * 1024,
             read_budget: 256 * 1024,
+            max_buffered: 64 * 1024 * 1024,
         }
     }
 }
@@ -185,6 +194,12 @@ pub(crate) struct Shared {
     pub(crate) active: AtomicUsize,
     /// Loops waiting for a connection slot (their `wants_slot` is set).
     pub(crate) slot_waiters: AtomicUsize,
+    /// Bytes all connections hold in their buffers (capacity), against
+    /// `config.max_buffered`.
+    pub(crate) buffered: AtomicUsize,
+    /// `buffered` reached a quarter of the budget since memory was last
+    /// given back to the system.
+    pub(crate) buffered_peaked: AtomicBool,
     /// Every loop's mailbox, by loop index (hand-off targets).
     pub(crate) loops: Vec<Arc<LoopHandle>>,
     /// Whether one acceptor hands connections to all loops.
@@ -215,8 +230,13 @@ struct Conn<H> {
     /// Closing: FIN sent, input is discarded until the peer closes or the
     /// linger time (from `last_active`) runs out.
     write_shut: bool,
-    /// Reading stopped: output passed the high watermark.
+    /// Reading stopped: output passed the high watermark, or the server
+    /// is over its buffer budget.
     paused: bool,
+    /// Paused by the buffer budget, and on the loop's list of those.
+    budget_paused: bool,
+    /// The buffer capacity counted in the server's `buffered`.
+    accounted: usize,
     /// On the ready list.
     queued: bool,
 }
@@ -224,6 +244,11 @@ struct Conn<H> {
 impl<H> Conn<H> {
     fn pending(&self) -> usize {
         self.output.len() - self.written
+    }
+
+    /// The memory the connection's buffers hold.
+    fn held(&self) -> usize {
+        self.input.capacity() + self.output.capacity()
     }
 
     fn wanted_interest(&self) -> Interest {
@@ -256,6 +281,9 @@ struct Io<'a> {
     config: &'a Config,
     counters: &'a mut Counters,
     now: Instant,
+    /// Past the server's buffer budget: the share of it each connection
+    /// may hold and still read.
+    over_budget: Option<usize>,
 }
 
 struct Listener {
@@ -292,6 +320,10 @@ pub(crate) struct Reactor<S: Service> {
     accept_pause: Option<AcceptPause>,
     /// Newcomers wait in the backlog for a connection slot until then.
     limit_wait: Option<Instant>,
+    /// Connections paused by the buffer budget (key, generation), and when
+    /// to look whether the server is back under it.
+    budget_paused: Vec<(usize, u64)>,
+    budget_recheck: Option<Instant>,
     drain_deadline: Option<Instant>,
     cut: u64,
 }
@@ -334,6 +366,8 @@ impl<S: Service> Reactor<S> {
             now: Instant::now(),
             accept_pause: None,
             limit_wait: None,
+            budget_paused: Vec::new(),
+            budget_recheck: None,
             drain_deadline: None,
             cut: 0,
         })
@@ -372,6 +406,7 @@ impl<S: Service> Reactor<S> {
             self.timers.next(),
             self.accept_pause.as_ref().map(|p| p.until),
             self.limit_wait,
+            self.budget_recheck,
             self.drain_deadline,
         ];
         deadlines
@@ -598,6 +633,8 @@ impl<S: Service> Reactor<S> {
             closing: false,
             write_shut: false,
             paused: false,
+            budget_paused: false,
+            accounted: 0,
             queued: false,
         });
         if let Some(at) = self
@@ -710,15 +747,28 @@ impl<S: Service> Reactor<S> {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        let config = &self.shared.config;
+        let buffered = self.shared.buffered.load(Ordering::Relaxed);
+        let over_budget = (buffered >= config.max_buffered).then(|| {
+            let open = self.shared.active.load(Ordering::Relaxed).max(1);
+            config.max_buffered / open
+        });
         let mut io = Io {
             read_buf: &mut self.read_buf,
             scratch: &mut self.scratch,
-            config: &self.shared.config,
+            config,
             counters: &mut self.counters,
             now: self.now,
+            over_budget,
         };
         let was_shut = conn.write_shut;
+        let was_budget_paused = conn.budget_paused;
         let next = drive_conn(conn, &mut io);
+        account_buffers(&self.shared, conn);
+        if conn.budget_paused && !was_budget_paused {
+            self.budget_paused.push((key, conn.generation));
+            self.budget_recheck.get_or_insert(self.now + BUDGET_RECHECK);
+        }
         // The linger deadline is armed where the FIN went out, whatever the
         // drive returns: a flood that spends the read budget while being
         // discarded must not keep the connection forever.
@@ -754,6 +804,9 @@ impl<S: Service> Reactor<S> {
 
     fn close(&mut self, key: usize, reason: CloseReason) {
         let mut conn = self.conns.remove(key);
+        conn.input = Vec::new();
+        conn.output = Vec::new();
+        account_buffers(&self.shared, &mut conn);
         contain_panic("Handler::on_close", || conn.handler.on_close(reason));
         self.counters.closed[reason.index()] += 1;
         drop(conn); // closing the descriptor also removes it from the queue
@@ -790,7 +843,36 @@ impl<S: Service> Reactor<S> {
         self.drain_deadline = Some(self.now);
     }
 
+    /// Resumes the connections the buffer budget paused once the server
+    /// holds less than three quarters of it; until then, looks again later.
+    fn recheck_budget(&mut self) {
+        let max = self.shared.config.max_buffered;
+        if self.shared.buffered.load(Ordering::Relaxed) > max / 4 * 3 {
+            self.budget_recheck = Some(self.now + BUDGET_RECHECK);
+            return;
+        }
+        self.budget_recheck = None;
+        let low = self.shared.config.low_watermark;
+        for (key, generation) in std::mem::take(&mut self.budget_paused) {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.generation != generation || !conn.budget_paused {
+                continue;
+            }
+            conn.budget_paused = false;
+            // Above the low watermark it stays paused, for its output.
+            if conn.paused && conn.pending() <= low {
+                conn.paused = false;
+                self.drive(key);
+            }
+        }
+    }
+
     fn fire_timers(&mut self) {
+        if self.budget_recheck.is_some_and(|at| at <= self.now) {
+            self.recheck_budget();
+        }
         if let Some(pause) = &self.accept_pause
             && pause.until <= self.now
         {
@@ -922,7 +1004,13 @@ fn drive_conn<H: Handler>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Next {
         if budget == 0 {
             return Next::Requeue;
         }
-        match net::recv(&conn.socket, io.read_buf) {
+        let Some(limit) = read_allowance(conn, io) else {
+            conn.paused = true;
+            conn.budget_paused = true;
+            io.counters.budget_pauses += 1;
+            break;
+        };
+        match net::recv(&conn.socket, &mut io.read_buf[..limit]) {
             Outcome::Done(0) => {
                 conn.read_ready = false;
                 conn.input_ended = true;
@@ -936,7 +1024,7 @@ fn drive_conn<H: Handler>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Next {
                 conn.last_active = io.now;
                 budget = budget.saturating_sub(n);
                 // A short read drained the socket (see the module doc).
-                if n < io.read_buf.len() && !conn.read_to_block {
+                if n < limit && !conn.read_to_block {
                     conn.read_ready = false;
                 }
                 if let Err(reason) = deliver(conn, n, io) {
@@ -963,6 +1051,49 @@ fn drive_conn<H: Handler>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Next {
         }
     }
     Next::Keep
+}
+
+/// How much the connection may read now: a full buffer while the server
+/// holds less than its buffer budget. Past it, a connection holding no more
+/// than its share of the budget reads a little at a time; the rest — the
+/// biggest holders — stop reading until their output drains or the server
+/// is back under budget (pitfall 13: per-connection bounds are no server
+/// bound).
+fn read_allowance<H>(conn: &Conn<H>, io: &Io<'_>) -> Option<usize> {
+    match io.over_budget {
+        None => Some(io.read_buf.len()),
+        Some(share) if conn.held() <= share => Some(SMALL_READ.min(io.read_buf.len())),
+        Some(_) => None,
+    }
+}
+
+/// Brings the server's count of buffered bytes up to date with what `conn`
+/// holds now. When the count falls back after a peak, the memory the
+/// allocator kept is given back to the system (off the loop's thread).
+fn account_buffers<H>(shared: &Shared, conn: &mut Conn<H>) {
+    let held = conn.held();
+    if held == conn.accounted {
+        return;
+    }
+    let max = shared.config.max_buffered;
+    if held > conn.accounted {
+        let total = shared
+            .buffered
+            .fetch_add(held - conn.accounted, Ordering::Relaxed)
+            + (held - conn.accounted);
+        if total >= max / 4 && !shared.buffered_peaked.load(Ordering::Relaxed) {
+            shared.buffered_peaked.store(true, Ordering::Relaxed);
+        }
+    } else {
+        let total = shared
+            .buffered
+            .fetch_sub(conn.accounted - held, Ordering::Relaxed)
+            - (conn.accounted - held);
+        if total <= max / 16 && shared.buffered_peaked.swap(false, Ordering::Relaxed) {
+            crate::sys::give_back_free_memory();
+        }
+    }
+    conn.accounted = held;
 }
 
 /// The handler asked to close and its output is out. Closing now, with

@@ -172,6 +172,12 @@ impl ServerBuilder {
         self
     }
 
+    /// The most bytes all connections together may hold in their buffers; past it, connections that hold the most stop reading until their output drains. Default: 64 MiB.
+    pub fn max_buffered(mut self, bytes: usize) -> Self {
+        self.config.max_buffered = bytes.max(1);
+        self
+    }
+
     /// The most input a handler may leave unconsumed; past it the
     /// connection is closed as an error. Default: 64 KiB.
     pub fn max_input(mut self, max: usize) -> Self {
@@ -539,6 +545,8 @@ impl<S: Service> Server<S> {
             config: self.config,
             active: AtomicUsize::new(0),
             slot_waiters: AtomicUsize::new(0),
+            buffered: AtomicUsize::new(0),
+            buffered_peaked: AtomicBool::new(false),
             loops: handles,
             handoff: self.handoff,
         });

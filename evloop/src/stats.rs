@@ -19,6 +19,9 @@ pub struct Counters {
     /// Times a connection's reading was paused because its output passed
     /// the high watermark.
     pub backpressure_pauses: u64,
+    /// Times a connection stopped reading because the server's connections
+    /// together held more than its buffer budget.
+    pub budget_pauses: u64,
     /// `accept` calls that failed for lack of resources (EMFILE, ENFILE,
     /// ENOBUFS, ENOMEM) or otherwise.
     pub accept_errors: u64,
@@ -44,6 +47,7 @@ impl Counters {
         self.bytes_in += other.bytes_in;
         self.bytes_out += other.bytes_out;
         self.backpressure_pauses += other.backpressure_pauses;
+        self.budget_pauses += other.budget_pauses;
         self.accept_errors += other.accept_errors;
     }
 }

@@ -94,6 +94,81 @@ mod backpressure {
     }
 }
 
+/// Pitfall 13: per-connection bounds are no server bound.
+mod budget {
+    use super::*;
+    use std::net::TcpStream;
+
+    /// Writes to every client until none takes a byte for `quiet` (their
+    /// echo is not read, so the server must stop reading them); returns what
+    /// each sent.
+    fn push_until_stalled(clients: &mut [TcpStream], quiet: Duration) -> Vec<u64> {
+        let chunk = vec![b'p'; 64 * KIB];
+        let mut sent = vec![0u64; clients.len()];
+        let mut last_progress = Instant::now();
+        while last_progress.elapsed() < quiet {
+            assert!(last_progress.elapsed() < LIMIT, "never stalled");
+            for (client, sent) in clients.iter_mut().zip(&mut sent) {
+                match client.write(&chunk) {
+                    Ok(n) => {
+                        *sent += n as u64;
+                        last_progress = Instant::now();
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("push: {e}"),
+                }
+            }
+        }
+        sent
+    }
+
+    /// A hundred echo clients push without reading against a 2 MiB budget.
+    /// Half of them then read their echo back: every byte comes (the paused
+    /// connections resume). The other half leave with their echo unread, so
+    /// what the server held for them is `bytes_in - bytes_out`: within the
+    /// budget and its bounded overshoot, not the 256 KiB watermark per
+    /// connection (~12.5 MiB) that bounded it before.
+    #[test]
+    fn buffered_bytes_stay_within_the_server_budget() {
+        let _machine = shared_machine();
+        const BUDGET: usize = 2 * MIB;
+        let server = start(Echo, |b| b.threads(2).max_buffered(BUDGET));
+        let mut clients: Vec<TcpStream> = (0..100).map(|_| connect(server.addr)).collect();
+        for client in &clients {
+            client.set_nonblocking(true).unwrap();
+        }
+        let sent = push_until_stalled(&mut clients, Duration::from_millis(300));
+        // A fresh client is still served, in full.
+        assert_echo_works(server.addr);
+
+        let leavers = clients.split_off(50);
+        for (client, &sent) in clients.iter_mut().zip(&sent) {
+            client.set_nonblocking(false).unwrap();
+            client.shutdown(Shutdown::Write).unwrap();
+            let mut echoed = 0u64;
+            let mut buf = vec![0u8; 64 * KIB];
+            loop {
+                match client.read(&mut buf).expect("read the echo") {
+                    0 => break,
+                    n => echoed += n as u64,
+                }
+            }
+            assert_eq!(echoed, sent, "echoed {echoed} of {sent}");
+        }
+        drop(leavers); // their unread echo resets them
+        let report = server.stop();
+        let total = report.total();
+        let held = total.bytes_in - total.bytes_out;
+        eprintln!(
+            "held {:.1} MiB for the leavers; {} budget pauses; {total}",
+            held as f64 / MIB as f64,
+            total.budget_pauses
+        );
+        assert!(held <= 2 * BUDGET as u64, "held {held} bytes: {total}");
+        assert!(total.budget_pauses > 0, "{total}");
+    }
+}
+
 mod idle {
     use super::*;
 
