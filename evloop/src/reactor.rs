@@ -2,8 +2,9 @@
 //!
 //! A reactor owns its poller, its listeners (in `reuseport` mode, or the
 //! acceptor loop in `handoff` mode) and its connections; nothing here is
-//! shared with other threads except the server-wide connection count (an
-//! atomic) and the mailbox through which other threads send commands.
+//! shared with other threads except a few server-wide atomics (open
+//! connections, buffered bytes, who waits for a connection slot) and the
+//! mailbox through which other threads send commands.
 //!
 //! # Invariants
 //!
@@ -82,9 +83,9 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// freed within a turn of their loop; this covers a loop that was not
 /// running for a moment, not a server that is really full.
 const LIMIT_GRACE: Duration = Duration::from_millis(250);
-/// Past the server's buffer budget, a connection holding no more than its
-/// share reads this much at a time: it is served, in small steps, without
-/// piling up more than this each.
+/// Past the server's buffer budget, a connection that holds no bytes reads
+/// this much at a time: it is served, in small steps, and piles up at most
+/// this much.
 const SMALL_READ: usize = 4 * 1024;
 /// How often a loop with connections paused by the budget looks whether
 /// the server is back under it.
@@ -281,9 +282,8 @@ struct Io<'a> {
     config: &'a Config,
     counters: &'a mut Counters,
     now: Instant,
-    /// Past the server's buffer budget: the share of it each connection
-    /// may hold and still read.
-    over_budget: Option<usize>,
+    /// The server's connections hold more than its buffer budget.
+    over_budget: bool,
 }
 
 struct Listener {
@@ -748,11 +748,7 @@ impl<S: Service> Reactor<S> {
             return;
         };
         let config = &self.shared.config;
-        let buffered = self.shared.buffered.load(Ordering::Relaxed);
-        let over_budget = (buffered >= config.max_buffered).then(|| {
-            let open = self.shared.active.load(Ordering::Relaxed).max(1);
-            config.max_buffered / open
-        });
+        let over_budget = self.shared.buffered.load(Ordering::Relaxed) >= config.max_buffered;
         let mut io = Io {
             read_buf: &mut self.read_buf,
             scratch: &mut self.scratch,
@@ -1054,16 +1050,20 @@ fn drive_conn<H: Handler>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Next {
 }
 
 /// How much the connection may read now: a full buffer while the server
-/// holds less than its buffer budget. Past it, a connection holding no more
-/// than its share of the budget reads a little at a time; the rest — the
-/// biggest holders — stop reading until their output drains or the server
-/// is back under budget (pitfall 13: per-connection bounds are no server
-/// bound).
+/// holds less than its buffer budget. Past it, a connection that holds
+/// bytes (output the client has not taken, input its handler left) stops
+/// reading until its output drains or the server is back under budget, and
+/// one that holds none reads a little at a time, so a client whose answers
+/// go straight out is still served and each connection adds at most one
+/// small read to the overshoot (pitfall 13: per-connection bounds are no
+/// server bound).
 fn read_allowance<H>(conn: &Conn<H>, io: &Io<'_>) -> Option<usize> {
-    match io.over_budget {
-        None => Some(io.read_buf.len()),
-        Some(share) if conn.held() <= share => Some(SMALL_READ.min(io.read_buf.len())),
-        Some(_) => None,
+    if !io.over_budget {
+        Some(io.read_buf.len())
+    } else if conn.pending() == 0 && conn.input.is_empty() {
+        Some(SMALL_READ.min(io.read_buf.len()))
+    } else {
+        None
     }
 }
 
