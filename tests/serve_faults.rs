@@ -415,17 +415,9 @@ mod limit {
     /// `--max-connections 3 --threads 2`: the fourth connection is closed
     /// after its grace in the backlog (250 ms), the first three keep
     /// working: the limit is server-wide.
-    fn fourth_connection_is_closed_at_once(balance: &str) {
+    fn fourth_connection_is_refused_within_a_second(balance: &str) {
         let _machine = shared_machine();
-        let serve = ServerProcess::start(&[
-            "echo",
-            "--threads",
-            "2",
-            "--balance",
-            balance,
-            "--max-connections",
-            "3",
-        ]);
+        let serve = limited_server(balance, "3");
         let mut admitted: Vec<_> = (0..3).map(|_| connect(serve.addr)).collect();
         for stream in &mut admitted {
             round_trip(stream, b"hello");
@@ -514,13 +506,13 @@ mod limit {
     }
 
     #[test]
-    fn fourth_connection_is_closed_at_once_with_reuseport() {
-        fourth_connection_is_closed_at_once("reuseport");
+    fn fourth_connection_is_refused_within_a_second_with_reuseport() {
+        fourth_connection_is_refused_within_a_second("reuseport");
     }
 
     #[test]
-    fn fourth_connection_is_closed_at_once_with_handoff() {
-        fourth_connection_is_closed_at_once("handoff");
+    fn fourth_connection_is_refused_within_a_second_with_handoff() {
+        fourth_connection_is_refused_within_a_second("handoff");
     }
 }
 
