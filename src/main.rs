@@ -3,12 +3,17 @@
 
 mod bench;
 mod duration;
+mod log;
 mod serve;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+use crate::log::LogQueue;
 
 /// Event-driven TCP services on the kernel event queue (epoll, kqueue).
 #[derive(Parser, Debug)]
@@ -29,20 +34,30 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
-    match cli.command {
+    let log = init_logging();
+    let status = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Bench(cmd) => bench::run(cmd),
-    }
+    };
+    log.finish();
+    status
 }
 
-/// Logs to standard error; `RUST_LOG` overrides the default `info` level.
-fn init_logging() {
+/// Logs to standard error through a [`LogQueue`], so that a slow or closed
+/// log never stops the program; `RUST_LOG` overrides the default `info` level.
+fn init_logging() -> LogQueue {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    let queue = LogQueue::to_stderr();
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(queue.clone())
         .with_ansi(std::io::stderr().is_terminal())
+        // The queue never fails a write; this keeps the layer from ever
+        // writing to standard error behind its back.
+        .log_internal_errors(false);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(layer)
         .init();
+    queue
 }
