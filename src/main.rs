@@ -1,6 +1,15 @@
 //! The `evloop` program: `evloop serve <service>` runs a TCP service on the
 //! evloop reactor; `evloop bench echo` measures an echo server.
 
+/// Writes a line to standard error like `eprintln!`, but ignores a failed
+/// write instead of panicking: the reader may be gone (`EPIPE`).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod bench;
 mod duration;
 mod log;

@@ -52,7 +52,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
     let builder = match configure(&args) {
         Ok(builder) => builder,
         Err(message) => {
-            eprintln!("evloop: {message}");
+            say!("evloop: {message}");
             return ExitCode::from(2);
         }
     };
@@ -67,7 +67,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         "echo" => serve(builder, Echo, "echo"),
         "discard" => serve(builder, Discard, "discard"),
         other => {
-            eprintln!("evloop: unknown service '{other}' (available: log, echo, discard)");
+            say!("evloop: unknown service '{other}' (available: log, echo, discard)");
             ExitCode::from(2)
         }
     }
@@ -119,7 +119,7 @@ fn serve<S: Service>(builder: ServerBuilder, service: S, name: &str) -> ExitCode
     let server = match builder.build(service) {
         Ok(server) => server,
         Err(e) => {
-            eprintln!("evloop: {e}");
+            say!("evloop: {e}");
             return ExitCode::from(1);
         }
     };

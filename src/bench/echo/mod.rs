@@ -40,6 +40,7 @@ mod payload;
 mod report;
 mod worker;
 
+use std::io::Write as _;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::sync::Barrier;
@@ -90,7 +91,7 @@ pub fn run(args: EchoArgs) -> ExitCode {
     let target = match resolve(&args.target) {
         Ok(target) => target,
         Err(message) => {
-            eprintln!("error: {message}");
+            say!("error: {message}");
             return ExitCode::FAILURE;
         }
     };
@@ -106,7 +107,7 @@ pub fn run(args: EchoArgs) -> ExitCode {
     let tally = match load(&plan, args.connections, threads) {
         Ok(tally) => tally,
         Err(message) => {
-            eprintln!("error: {message}");
+            say!("error: {message}");
             return ExitCode::FAILURE;
         }
     };
@@ -116,10 +117,15 @@ pub fn run(args: EchoArgs) -> ExitCode {
         threads,
         tally,
     };
-    if args.json {
-        println!("{}", summary.to_json());
+    let report = if args.json {
+        summary.to_json() + "\n"
     } else {
-        print!("{}", summary.to_text());
+        summary.to_text()
+    };
+    // `print!` would panic if standard output is closed (`EPIPE`).
+    if let Err(e) = std::io::stdout().write_all(report.as_bytes()) {
+        say!("error: writing the report: {e}");
+        return ExitCode::FAILURE;
     }
     if summary.passed() {
         ExitCode::SUCCESS
