@@ -14,6 +14,7 @@ mod bench;
 mod duration;
 mod log;
 mod serve;
+mod usage;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -42,7 +43,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<String> = std::env::args_os()
+        .map(|arg| arg.to_string_lossy().into_owned())
+        .collect();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(error) => return usage::refuse(&error, &args),
+    };
     let log = init_logging();
     let status = match cli.command {
         Command::Serve(args) => serve::run(args),

@@ -238,3 +238,47 @@ fn several_listen_addresses_are_all_served() {
         assert_eq!(&buf, b"ping", "{addr}");
     }
 }
+
+#[test]
+fn issue_8_a_command_line_mistake_is_one_line_and_a_hint() {
+    for (args, problem, hint) in [
+        (
+            &["serve", "--frobnicate"][..],
+            "evloop: unexpected argument '--frobnicate'",
+            "(see 'evloop serve --help')",
+        ),
+        (
+            &["serve", "echo", "extra"][..],
+            "evloop: unexpected argument 'extra'",
+            "(see 'evloop serve --help')",
+        ),
+        (
+            &["bench", "echo", "--target"][..],
+            "evloop: a value is required for '--target <ADDR>' but none was supplied",
+            "(see 'evloop bench echo --help')",
+        ),
+    ] {
+        let (status, stderr, _) = run_to_exit(args);
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines, [problem, hint], "{args:?}");
+    }
+}
+
+#[test]
+fn help_and_version_print_in_full_and_exit_zero() {
+    for args in [
+        &["--version"][..],
+        &["serve", "--help"],
+        &["bench", "echo", "-h"],
+    ] {
+        let output = common::evloop().args(args).output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(0), "{args:?}");
+        assert!(output.stderr.is_empty(), "{args:?}");
+        assert!(
+            stdout.starts_with("evloop ") || stdout.contains("Usage: evloop"),
+            "{stdout}"
+        );
+    }
+}
