@@ -10,6 +10,7 @@ macro_rules! say {
     }};
 }
 
+mod addr;
 mod bench;
 mod duration;
 mod log;

@@ -81,10 +81,11 @@ fn address_in_use_is_refused_at_once_with_its_name() {
 #[test]
 fn unparsable_address_is_refused_with_its_text() {
     let (status, stderr, _) = run_to_exit(&["serve", "--listen", "localhost:http"]);
-    assert!(!status.success());
-    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "the problem and a hint: {stderr}");
     assert!(
-        stderr.contains("'localhost:http': not an address"),
+        lines[0].starts_with("evloop: --listen 'localhost:http': not an address"),
         "{stderr}"
     );
 }
@@ -281,4 +282,85 @@ fn help_and_version_print_in_full_and_exit_zero() {
             "{stdout}"
         );
     }
+}
+
+#[test]
+fn issue_8_values_that_make_no_sense_are_refused_in_one_line() {
+    for (args, problem) in [
+        (
+            &["--max-connections", "0"][..],
+            "--max-connections '0': must be at least 1",
+        ),
+        (&["--backlog", "-1"], "--backlog '-1': must be at least 1"),
+        (&["--backlog=-1"], "--backlog '-1': must be at least 1"),
+        (&["--backlog", "0"], "--backlog '0': must be at least 1"),
+        (&["--threads", "0"], "--threads '0': must be at least 1"),
+        (&["--threads", "100000"], "--threads '100000': at most 1024"),
+        (
+            &["--idle-timeout", "0.0001ms"],
+            "--idle-timeout '0.0001ms': must be at least 1ms",
+        ),
+        (
+            &["--shutdown-timeout", "100ns"],
+            "--shutdown-timeout '100ns': must be 0 or at least 1ms",
+        ),
+        (
+            &["--listen", "[fe80::1%no-such-if]:0"],
+            "no interface 'no-such-if'",
+        ),
+    ] {
+        let mut command = vec!["serve", "echo", "--listen", "127.0.0.1:0"];
+        command.extend(args);
+        let (status, stderr, _) = run_to_exit(&command);
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 2, "{args:?}: {stderr}");
+        assert!(lines[0].starts_with("evloop: "), "{stderr}");
+        assert!(lines[0].contains(problem), "{args:?}: {stderr}");
+    }
+}
+
+/// Each loop holds a poller, a waker and a listener: 100 loops cannot fit
+/// in 64 descriptors, and the refusal says so instead of blaming an address.
+#[test]
+fn issue_8_more_loops_than_descriptors_allow_are_refused_with_the_reason() {
+    let output = common::evloop_with_nofile(64)
+        .args([
+            "serve",
+            "echo",
+            "--listen",
+            "127.0.0.1:0",
+            "--threads",
+            "100",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("evloop: --threads 100 needs about ")
+            && stderr.contains("descriptors but the limit is 64 (ulimit -n)"),
+        "{stderr}"
+    );
+}
+
+/// An IPv6 address with its interface named, as link-local addresses need:
+/// on ::1 the kernel accepts (and ignores) the scope, so it can be served
+/// here; fe80:: addresses depend on the machine's interfaces.
+#[test]
+fn issue_8_an_ipv6_address_with_a_named_scope_is_served() {
+    if TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback on this machine; cannot test");
+        return;
+    }
+    let server = ServerProcess::start(&["echo", "--listen", "[::1%lo]:0"]);
+    assert!(server.addr.is_ipv6(), "{}", server.addr);
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream.set_read_timeout(Some(LIMIT)).unwrap();
+    stream.write_all(b"scoped").unwrap();
+    let mut back = [0u8; 6];
+    stream.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"scoped");
 }
