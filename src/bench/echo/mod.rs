@@ -65,8 +65,8 @@ pub struct EchoArgs {
     /// Bytes per message.
     #[arg(long, value_name = "BYTES", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=MAX_SIZE))]
     size: u64,
-    /// How long to measure: 500ms, 2s, 1m.
-    #[arg(long, value_name = "D", default_value = "5s", value_parser = crate::duration::parse)]
+    /// How long to measure, at least 1ms: 500ms, 2s, 1m.
+    #[arg(long, value_name = "D", default_value = "5s", value_parser = crate::duration::parse_positive)]
     duration: Duration,
     /// Messages in flight per connection.
     #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
@@ -78,8 +78,9 @@ pub struct EchoArgs {
     /// the connections.
     #[arg(long, value_name = "T", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     threads: u32,
-    /// How long one connect may take before it counts as a connect error.
-    #[arg(long, value_name = "D", default_value = "5s", value_parser = crate::duration::parse)]
+    /// How long one connect may take before it counts as a connect error
+    /// (at least 1ms).
+    #[arg(long, value_name = "D", default_value = "5s", value_parser = crate::duration::parse_positive)]
     connect_timeout: Duration,
     /// Print one JSON object instead of the table.
     #[arg(long)]
