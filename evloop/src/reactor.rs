@@ -88,6 +88,7 @@ pub(crate) struct Config {
     pub(crate) low_watermark: usize,
     pub(crate) max_input: usize,
     pub(crate) read_budget: usize,
+    pub(crate) max_buffered: usize,
 }
 
 impl Default for Config {
@@ -100,6 +101,7 @@ impl Default for Config {
             low_watermark: 64 * 1024,
             max_input: 64 * 1024,
             read_budget: 256 * 1024,
+            max_buffered: 64 * 1024 * 1024,
         }
     }
 }

@@ -155,6 +155,12 @@ impl ServerBuilder {
         self
     }
 
+    /// The most bytes all connections together may hold in their buffers; past it, connections that hold the most stop reading until their output drains. Default: 64 MiB.
+    pub fn max_buffered(mut self, bytes: usize) -> Self {
+        self.config.max_buffered = bytes.max(1);
+        self
+    }
+
     /// Whether [`Server::run`] handles SIGINT and SIGTERM (first: graceful
     /// shutdown; second: cut connections now). The handlers are installed by
     /// [`build`](Self::build), so a signal that arrives before `run` is acted
