@@ -15,6 +15,7 @@ mod bench;
 mod duration;
 mod log;
 mod serve;
+mod size;
 mod usage;
 
 use std::io::IsTerminal;

@@ -9,7 +9,7 @@ use evloop::services::{Discard, Echo, Log};
 use evloop::{Balance, Server, ServerBuilder, Service, net};
 use tracing::{error, info, warn};
 
-use crate::{addr, duration};
+use crate::{addr, duration, size};
 
 /// The most loops `--threads` may ask for: more than the CPUs only adds
 /// switching, and each loop holds descriptors.
@@ -18,6 +18,10 @@ const MAX_THREADS: usize = 1024;
 /// Descriptors the process holds besides its loops: standard streams, the
 /// control thread's poller, waker and signal pipe, with room to spare.
 const FIXED_DESCRIPTORS: u64 = 16;
+
+/// The smallest `--max-buffered`: one connection's read buffer. Less would
+/// stop reading almost at once.
+const MIN_BUFFERED: usize = 64 * 1024;
 
 /// Options of `evloop serve`.
 #[derive(Args, Debug)]
@@ -56,6 +60,12 @@ pub struct ServeArgs {
     /// at once. Otherwise at least 1ms.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration::parse_zero_or_positive)]
     shutdown_timeout: Duration,
+    /// The most bytes all connections together may hold in their buffers;
+    /// past it, the connections holding the most stop reading until their
+    /// output drains. At least 64KiB; KiB, MiB, GiB are powers of 1024,
+    /// K, M, G (KB, MB, GB) powers of 1000.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_max_buffered)]
+    max_buffered: usize,
     /// log service: show each read's bytes as a hex dump.
     #[arg(long)]
     hexdump: bool,
@@ -68,6 +78,11 @@ fn parse_count(text: &str) -> Result<usize, String> {
         Ok(n) => usize::try_from(n).map_err(|_| "too large".to_owned()),
         Err(_) => Err("not a whole number".to_owned()),
     }
+}
+
+/// A server-wide buffer budget: at least [`MIN_BUFFERED`].
+fn parse_max_buffered(text: &str) -> Result<usize, String> {
+    size::parse_at_least(text, MIN_BUFFERED)
 }
 
 /// A backlog: at least 1; larger than the kernel takes is its maximum.
@@ -116,7 +131,8 @@ fn configure(args: &ServeArgs) -> Result<ServerBuilder, String> {
     let mut builder = Server::builder()
         .handle_signals(true)
         .shutdown_timeout(args.shutdown_timeout)
-        .idle_timeout(args.idle_timeout);
+        .idle_timeout(args.idle_timeout)
+        .max_buffered(args.max_buffered);
     for addr in &args.listen {
         builder = builder.listen(*addr);
     }

@@ -308,6 +308,18 @@ fn issue_8_values_that_make_no_sense_are_refused_in_one_line() {
             &["--listen", "[fe80::1%no-such-if]:0"],
             "no interface 'no-such-if'",
         ),
+        (
+            &["--max-buffered", "0"],
+            "--max-buffered '0': must be at least 64KiB",
+        ),
+        (
+            &["--max-buffered", "1000"],
+            "--max-buffered '1000': must be at least 64KiB",
+        ),
+        (
+            &["--max-buffered", "lots"],
+            "--max-buffered 'lots': not a size",
+        ),
     ] {
         let mut command = vec!["serve", "echo", "--listen", "127.0.0.1:0"];
         command.extend(args);
@@ -363,4 +375,20 @@ fn issue_8_an_ipv6_address_with_a_named_scope_is_served() {
     let mut back = [0u8; 6];
     stream.read_exact(&mut back).unwrap();
     assert_eq!(&back, b"scoped");
+}
+
+#[test]
+fn max_buffered_takes_human_sizes() {
+    for size in ["64KiB", "65536", "64MiB", "64M", "1GiB"] {
+        let mut server = ServerProcess::start(&["echo", "--max-buffered", size]);
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        stream.set_read_timeout(Some(LIMIT)).unwrap();
+        stream.write_all(b"sized").unwrap();
+        let mut back = [0u8; 5];
+        stream.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"sized", "{size}");
+        drop(stream);
+        server.signal("TERM");
+        assert!(server.wait_exit().success(), "{size}");
+    }
 }
