@@ -6,10 +6,22 @@ use std::time::Duration;
 
 use clap::Args;
 use evloop::services::{Discard, Echo, Log};
-use evloop::{Balance, Server, ServerBuilder, Service};
+use evloop::{Balance, Server, ServerBuilder, Service, net};
 use tracing::{error, info, warn};
 
-use crate::duration;
+use crate::{addr, duration, size};
+
+/// The most loops `--threads` may ask for: more than the CPUs only adds
+/// switching, and each loop holds descriptors.
+const MAX_THREADS: usize = 1024;
+
+/// Descriptors the process holds besides its loops: standard streams, the
+/// control thread's poller, waker and signal pipe, with room to spare.
+const FIXED_DESCRIPTORS: u64 = 16;
+
+/// The smallest `--max-buffered`: one connection's read buffer. Less would
+/// stop reading almost at once.
+const MIN_BUFFERED: usize = 64 * 1024;
 
 /// Options of `evloop serve`.
 #[derive(Args, Debug)]
@@ -18,31 +30,73 @@ pub struct ServeArgs {
     #[arg(default_value = "log")]
     service: String,
     /// Address to listen on; may repeat. Default: 127.0.0.1:1815 (loopback only;
-    /// expose with e.g. 0.0.0.0:1815 or [::]:1815).
-    #[arg(long = "listen", value_name = "ADDR")]
-    listen: Vec<String>,
-    /// Listen backlog. Default: the OS maximum.
-    #[arg(long, value_name = "N")]
+    /// expose with e.g. 0.0.0.0:1815 or [::]:1815). [::]:P serves IPv6 only
+    /// (IPV6_V6ONLY): add 0.0.0.0:P for IPv4 too. A link-local IPv6 address
+    /// takes its interface as a name or an index: [fe80::1%eth0]:1815.
+    #[arg(long = "listen", value_name = "ADDR", value_parser = addr::parse)]
+    listen: Vec<SocketAddr>,
+    /// Listen backlog, at least 1; the kernel lowers it to its maximum
+    /// (net.core.somaxconn on Linux). Default: the OS maximum.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_backlog)]
     backlog: Option<i32>,
-    /// Event loops (threads). Default: the CPUs available.
-    #[arg(long, value_name = "N")]
+    /// Event loops (threads), 1 to 1024; each holds a few descriptors (a
+    /// poller, a waker, a listener per address) within `ulimit -n`.
+    /// Default: the CPUs available.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_threads)]
     threads: Option<usize>,
     /// How connections reach loops: reuseport (kernel balances; default on
     /// Linux and FreeBSD) or handoff (one acceptor; default elsewhere).
     #[arg(long, value_name = "MODE")]
     balance: Option<String>,
-    /// Open connections allowed; past it new ones are closed at once.
-    #[arg(long, value_name = "N")]
+    /// Open connections allowed, at least 1; past it new ones are closed at
+    /// once. Default: 100000.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_count)]
     max_connections: Option<usize>,
-    /// Close connections silent in both directions for this long (e.g. 30s). Default: off.
-    #[arg(long, value_name = "DURATION")]
-    idle_timeout: Option<String>,
-    /// How long SIGINT/SIGTERM waits for connections to finish.
-    #[arg(long, value_name = "DURATION", default_value = "30s")]
-    shutdown_timeout: String,
+    /// Close connections silent in both directions for this long, at least
+    /// 1ms (e.g. 30s). Default: off.
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse_positive)]
+    idle_timeout: Option<Duration>,
+    /// How long SIGINT/SIGTERM waits for connections to finish; 0 cuts them
+    /// at once. Otherwise at least 1ms.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration::parse_zero_or_positive)]
+    shutdown_timeout: Duration,
+    /// The most bytes all connections together may hold in their buffers;
+    /// past it, the connections holding the most stop reading until their
+    /// output drains. At least 64KiB; KiB, MiB, GiB are powers of 1024,
+    /// K, M, G (KB, MB, GB) powers of 1000.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_max_buffered)]
+    max_buffered: usize,
     /// log service: show each read's bytes as a hex dump.
     #[arg(long)]
     hexdump: bool,
+}
+
+/// A count of at least 1.
+fn parse_count(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<i128>() {
+        Ok(n) if n < 1 => Err("must be at least 1".to_owned()),
+        Ok(n) => usize::try_from(n).map_err(|_| "too large".to_owned()),
+        Err(_) => Err("not a whole number".to_owned()),
+    }
+}
+
+/// A server-wide buffer budget: at least [`MIN_BUFFERED`].
+fn parse_max_buffered(text: &str) -> Result<usize, String> {
+    size::parse_at_least(text, MIN_BUFFERED)
+}
+
+/// A backlog: at least 1; larger than the kernel takes is its maximum.
+fn parse_backlog(text: &str) -> Result<i32, String> {
+    parse_count(text).map(|n| i32::try_from(n).unwrap_or(net::DEFAULT_BACKLOG))
+}
+
+/// A number of loops: 1 to [`MAX_THREADS`].
+fn parse_threads(text: &str) -> Result<usize, String> {
+    let threads = parse_count(text)?;
+    if threads > MAX_THREADS {
+        return Err(format!("at most {MAX_THREADS}"));
+    }
+    Ok(threads)
 }
 
 /// Runs the server until a signal has drained it. Exit status: 0 after a
@@ -52,7 +106,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
     let builder = match configure(&args) {
         Ok(builder) => builder,
         Err(message) => {
-            eprintln!("evloop: {message}");
+            say!("evloop: {message}");
             return ExitCode::from(2);
         }
     };
@@ -67,7 +121,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         "echo" => serve(builder, Echo, "echo"),
         "discard" => serve(builder, Discard, "discard"),
         other => {
-            eprintln!("evloop: unknown service '{other}' (available: log, echo, discard)");
+            say!("evloop: unknown service '{other}' (available: log, echo, discard)");
             ExitCode::from(2)
         }
     }
@@ -76,22 +130,17 @@ pub fn run(args: ServeArgs) -> ExitCode {
 fn configure(args: &ServeArgs) -> Result<ServerBuilder, String> {
     let mut builder = Server::builder()
         .handle_signals(true)
-        .shutdown_timeout(duration::parse(&args.shutdown_timeout)?);
-    for text in &args.listen {
-        let addr: SocketAddr = text.parse().map_err(|_| {
-            format!(
-                "'{text}': not an address (expected IP:PORT, e.g. 127.0.0.1:1815 or [::1]:1815)"
-            )
-        })?;
-        builder = builder.listen(addr);
+        .shutdown_timeout(args.shutdown_timeout)
+        .idle_timeout(args.idle_timeout)
+        .max_buffered(args.max_buffered);
+    for addr in &args.listen {
+        builder = builder.listen(*addr);
     }
     if let Some(backlog) = args.backlog {
         builder = builder.backlog(backlog);
     }
     if let Some(threads) = args.threads {
-        if threads == 0 {
-            return Err("--threads must be at least 1".into());
-        }
+        check_descriptors(threads, args.listen.len().max(1))?;
         builder = builder.threads(threads);
     }
     if let Some(mode) = &args.balance {
@@ -108,18 +157,32 @@ fn configure(args: &ServeArgs) -> Result<ServerBuilder, String> {
     if let Some(max) = args.max_connections {
         builder = builder.max_connections(max);
     }
-    if let Some(idle) = &args.idle_timeout {
-        builder =
-            builder.idle_timeout(Some(duration::parse(idle)?).filter(|d| *d > Duration::ZERO));
-    }
     Ok(builder)
+}
+
+/// Refuses a number of loops whose descriptors alone would not fit in the
+/// process's limit (`ulimit -n`): the bind would fail with "Too many open
+/// files" on whichever address came last, which names the wrong culprit.
+fn check_descriptors(threads: usize, addresses: usize) -> Result<(), String> {
+    let Some(limit) = rustix::process::getrlimit(rustix::process::Resource::Nofile).current else {
+        return Ok(());
+    };
+    // A poller, a waker and a listener per address in each loop.
+    let per_loop = 2 + addresses as u64;
+    let needed = threads as u64 * per_loop + FIXED_DESCRIPTORS;
+    if needed > limit {
+        return Err(format!(
+            "--threads {threads} needs about {needed} descriptors but the limit is {limit} (ulimit -n)"
+        ));
+    }
+    Ok(())
 }
 
 fn serve<S: Service>(builder: ServerBuilder, service: S, name: &str) -> ExitCode {
     let server = match builder.build(service) {
         Ok(server) => server,
         Err(e) => {
-            eprintln!("evloop: {e}");
+            say!("evloop: {e}");
             return ExitCode::from(1);
         }
     };

@@ -147,3 +147,28 @@ fn a_refused_connection_is_a_connect_error() {
     assert!(!output.status.success());
     assert_eq!(json_number(&stdout, "connect_errors"), 1.0, "{stdout}");
 }
+
+/// A zero duration measured nothing and printed NaN requests/s, which is
+/// not JSON: it is refused, as `--connections 0` is.
+#[test]
+fn issue_8_a_zero_duration_is_refused() {
+    let server = echo_server(0);
+    for duration in ["0s", "0ms", "100ns"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_evloop"))
+            .args(["bench", "echo", "--target", &server.to_string()])
+            .args(["--duration", duration, "--json"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run evloop");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stdout}\n{stderr}");
+        assert!(stdout.is_empty(), "{stdout}");
+        assert!(
+            stderr.starts_with(&format!(
+                "evloop: --duration '{duration}': must be at least 1ms\n"
+            )),
+            "{stderr}"
+        );
+    }
+}

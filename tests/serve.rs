@@ -128,10 +128,11 @@ fn the_same_address_twice_is_refused_as_such() {
 #[test]
 fn unparsable_address_is_refused_with_its_text() {
     let (status, stderr, _) = run_to_exit(&["serve", "--listen", "localhost:http"]);
-    assert!(!status.success());
-    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "the problem and a hint: {stderr}");
     assert!(
-        stderr.contains("'localhost:http': not an address"),
+        lines[0].starts_with("evloop: --listen 'localhost:http': not an address"),
         "{stderr}"
     );
 }
@@ -283,5 +284,158 @@ fn several_listen_addresses_are_all_served() {
         let mut buf = [0u8; 4];
         stream.read_exact(&mut buf).unwrap();
         assert_eq!(&buf, b"ping", "{addr}");
+    }
+}
+
+#[test]
+fn issue_8_a_command_line_mistake_is_one_line_and_a_hint() {
+    for (args, problem, hint) in [
+        (
+            &["serve", "--frobnicate"][..],
+            "evloop: unexpected argument '--frobnicate'",
+            "(see 'evloop serve --help')",
+        ),
+        (
+            &["serve", "echo", "extra"][..],
+            "evloop: unexpected argument 'extra'",
+            "(see 'evloop serve --help')",
+        ),
+        (
+            &["bench", "echo", "--target"][..],
+            "evloop: a value is required for '--target <ADDR>' but none was supplied",
+            "(see 'evloop bench echo --help')",
+        ),
+    ] {
+        let (status, stderr, _) = run_to_exit(args);
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines, [problem, hint], "{args:?}");
+    }
+}
+
+#[test]
+fn help_and_version_print_in_full_and_exit_zero() {
+    for args in [
+        &["--version"][..],
+        &["serve", "--help"],
+        &["bench", "echo", "-h"],
+    ] {
+        let output = common::evloop().args(args).output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(0), "{args:?}");
+        assert!(output.stderr.is_empty(), "{args:?}");
+        assert!(
+            stdout.starts_with("evloop ") || stdout.contains("Usage: evloop"),
+            "{stdout}"
+        );
+    }
+}
+
+#[test]
+fn issue_8_values_that_make_no_sense_are_refused_in_one_line() {
+    for (args, problem) in [
+        (
+            &["--max-connections", "0"][..],
+            "--max-connections '0': must be at least 1",
+        ),
+        (&["--backlog", "-1"], "--backlog '-1': must be at least 1"),
+        (&["--backlog=-1"], "--backlog '-1': must be at least 1"),
+        (&["--backlog", "0"], "--backlog '0': must be at least 1"),
+        (&["--threads", "0"], "--threads '0': must be at least 1"),
+        (&["--threads", "100000"], "--threads '100000': at most 1024"),
+        (
+            &["--idle-timeout", "0.0001ms"],
+            "--idle-timeout '0.0001ms': must be at least 1ms",
+        ),
+        (
+            &["--shutdown-timeout", "100ns"],
+            "--shutdown-timeout '100ns': must be 0 or at least 1ms",
+        ),
+        (
+            &["--listen", "[fe80::1%no-such-if]:0"],
+            "no interface 'no-such-if'",
+        ),
+        (
+            &["--max-buffered", "0"],
+            "--max-buffered '0': must be at least 64KiB",
+        ),
+        (
+            &["--max-buffered", "1000"],
+            "--max-buffered '1000': must be at least 64KiB",
+        ),
+        (
+            &["--max-buffered", "lots"],
+            "--max-buffered 'lots': not a size",
+        ),
+    ] {
+        let mut command = vec!["serve", "echo", "--listen", "127.0.0.1:0"];
+        command.extend(args);
+        let (status, stderr, _) = run_to_exit(&command);
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 2, "{args:?}: {stderr}");
+        assert!(lines[0].starts_with("evloop: "), "{stderr}");
+        assert!(lines[0].contains(problem), "{args:?}: {stderr}");
+    }
+}
+
+/// Each loop holds a poller, a waker and a listener: 100 loops cannot fit
+/// in 64 descriptors, and the refusal says so instead of blaming an address.
+#[test]
+fn issue_8_more_loops_than_descriptors_allow_are_refused_with_the_reason() {
+    let output = common::evloop_with_nofile(64)
+        .args([
+            "serve",
+            "echo",
+            "--listen",
+            "127.0.0.1:0",
+            "--threads",
+            "100",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("evloop: --threads 100 needs about ")
+            && stderr.contains("descriptors but the limit is 64 (ulimit -n)"),
+        "{stderr}"
+    );
+}
+
+/// An IPv6 address with its interface named, as link-local addresses need:
+/// on ::1 the kernel accepts (and ignores) the scope, so it can be served
+/// here; fe80:: addresses depend on the machine's interfaces.
+#[test]
+fn issue_8_an_ipv6_address_with_a_named_scope_is_served() {
+    if TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback on this machine; cannot test");
+        return;
+    }
+    let server = ServerProcess::start(&["echo", "--listen", "[::1%lo]:0"]);
+    assert!(server.addr.is_ipv6(), "{}", server.addr);
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream.set_read_timeout(Some(LIMIT)).unwrap();
+    stream.write_all(b"scoped").unwrap();
+    let mut back = [0u8; 6];
+    stream.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"scoped");
+}
+
+#[test]
+fn max_buffered_takes_human_sizes() {
+    for size in ["64KiB", "65536", "64MiB", "64M", "1GiB"] {
+        let mut server = ServerProcess::start(&["echo", "--max-buffered", size]);
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        stream.set_read_timeout(Some(LIMIT)).unwrap();
+        stream.write_all(b"sized").unwrap();
+        let mut back = [0u8; 5];
+        stream.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"sized", "{size}");
+        drop(stream);
+        server.signal("TERM");
+        assert!(server.wait_exit().success(), "{size}");
     }
 }

@@ -172,7 +172,14 @@ impl ServerBuilder {
         self
     }
 
-    /// The most bytes all connections together may hold in their buffers; past it, connections that hold the most stop reading until their output drains. Default: 64 MiB.
+    /// The most bytes all connections together may hold in their buffers
+    /// (output their clients have not taken yet, input their handlers left).
+    /// Past it, a connection that holds bytes stops reading until its output
+    /// drains or the server is back under ¾ of the budget, and one that
+    /// holds none reads 4 KiB at a time; so the server's buffers stay within
+    /// the budget plus one small read per connection, and clients whose
+    /// answers go straight out are still served. Freed memory is given back
+    /// to the system after a peak. Default: 64 MiB.
     pub fn max_buffered(mut self, bytes: usize) -> Self {
         self.config.max_buffered = bytes.max(1);
         self

@@ -24,6 +24,18 @@ pub fn evloop_with_nofile(nofile: u32) -> Command {
     command
 }
 
+/// What the test does with the server's standard error after its first
+/// line (which must be the "listening on" line).
+pub enum Stderr {
+    /// Reads every line as it comes.
+    Read,
+    /// Closes the pipe: the server's later writes to it fail with `EPIPE`.
+    CloseAfterFirstLine,
+    /// Stops reading until the receiver gets a message (or its sender is
+    /// dropped): the pipe fills, and then the server's writes to it block.
+    PauseAfterFirstLine(Receiver<()>),
+}
+
 /// A running `evloop serve`; killed on drop if still running.
 pub struct ServerProcess {
     pub child: Child,
@@ -52,9 +64,25 @@ impl ServerProcess {
         Self::start_exact(command, &args)
     }
 
+    /// Like [`start`](Self::start), with the server's standard error read
+    /// as `stderr` says.
+    #[track_caller]
+    pub fn start_with_stderr(args: &[&str], stderr: Stderr) -> ServerProcess {
+        let mut args = args.to_vec();
+        if !args.contains(&"--listen") {
+            args.extend(["--listen", "127.0.0.1:0"]);
+        }
+        Self::spawn(evloop(), &args, stderr)
+    }
+
     /// Starts `COMMAND serve ARGS` exactly as given.
     #[track_caller]
-    pub fn start_exact(mut command: Command, args: &[&str]) -> ServerProcess {
+    pub fn start_exact(command: Command, args: &[&str]) -> ServerProcess {
+        Self::spawn(command, args, Stderr::Read)
+    }
+
+    #[track_caller]
+    fn spawn(mut command: Command, args: &[&str], stderr: Stderr) -> ServerProcess {
         command.arg("serve").args(args);
         let mut child = command
             .env("RUST_LOG", "info")
@@ -63,10 +91,23 @@ impl ServerProcess {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn evloop");
-        let stderr = child.stderr.take().unwrap();
+        let pipe = child.stderr.take().unwrap();
         let (sender, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut pipe = BufReader::new(pipe).lines().map_while(Result::ok);
+            let Some(first) = pipe.next() else { return };
+            if sender.send(first).is_err() {
+                return;
+            }
+            match stderr {
+                Stderr::Read => {}
+                // Dropping the reader closes the pipe.
+                Stderr::CloseAfterFirstLine => return,
+                Stderr::PauseAfterFirstLine(resume) => {
+                    let _ = resume.recv();
+                }
+            }
+            for line in pipe {
                 if sender.send(line).is_err() {
                     break;
                 }

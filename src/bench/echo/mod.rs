@@ -40,6 +40,7 @@ mod payload;
 mod report;
 mod worker;
 
+use std::io::Write as _;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::sync::Barrier;
@@ -64,8 +65,8 @@ pub struct EchoArgs {
     /// Bytes per message.
     #[arg(long, value_name = "BYTES", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=MAX_SIZE))]
     size: u64,
-    /// How long to measure: 500ms, 2s, 1m.
-    #[arg(long, value_name = "D", default_value = "5s", value_parser = crate::duration::parse)]
+    /// How long to measure, at least 1ms: 500ms, 2s, 1m.
+    #[arg(long, value_name = "D", default_value = "5s", value_parser = crate::duration::parse_positive)]
     duration: Duration,
     /// Messages in flight per connection.
     #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
@@ -77,8 +78,9 @@ pub struct EchoArgs {
     /// the connections.
     #[arg(long, value_name = "T", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     threads: u32,
-    /// How long one connect may take before it counts as a connect error.
-    #[arg(long, value_name = "D", default_value = "5s", value_parser = crate::duration::parse)]
+    /// How long one connect may take before it counts as a connect error
+    /// (at least 1ms).
+    #[arg(long, value_name = "D", default_value = "5s", value_parser = crate::duration::parse_positive)]
     connect_timeout: Duration,
     /// Print one JSON object instead of the table.
     #[arg(long)]
@@ -90,7 +92,7 @@ pub fn run(args: EchoArgs) -> ExitCode {
     let target = match resolve(&args.target) {
         Ok(target) => target,
         Err(message) => {
-            eprintln!("error: {message}");
+            say!("error: {message}");
             return ExitCode::FAILURE;
         }
     };
@@ -106,7 +108,7 @@ pub fn run(args: EchoArgs) -> ExitCode {
     let tally = match load(&plan, args.connections, threads) {
         Ok(tally) => tally,
         Err(message) => {
-            eprintln!("error: {message}");
+            say!("error: {message}");
             return ExitCode::FAILURE;
         }
     };
@@ -116,10 +118,15 @@ pub fn run(args: EchoArgs) -> ExitCode {
         threads,
         tally,
     };
-    if args.json {
-        println!("{}", summary.to_json());
+    let report = if args.json {
+        summary.to_json() + "\n"
     } else {
-        print!("{}", summary.to_text());
+        summary.to_text()
+    };
+    // `print!` would panic if standard output is closed (`EPIPE`).
+    if let Err(e) = std::io::stdout().write_all(report.as_bytes()) {
+        say!("error: writing the report: {e}");
+        return ExitCode::FAILURE;
     }
     if summary.passed() {
         ExitCode::SUCCESS

@@ -30,9 +30,15 @@ impl Summary {
         t.connect_errors == 0 && t.io_errors == 0 && t.mismatches == 0 && t.requests > 0
     }
 
-    /// Measured requests per second.
+    /// Measured requests per second; 0 if nothing was measured (the
+    /// command line refuses a zero duration, and JSON has no NaN).
     pub fn requests_per_sec(&self) -> f64 {
-        self.tally.requests as f64 / self.plan.duration.as_secs_f64()
+        let seconds = self.plan.duration.as_secs_f64();
+        if seconds > 0.0 {
+            self.tally.requests as f64 / seconds
+        } else {
+            0.0
+        }
     }
 
     /// Measured payload throughput in one direction, in MiB/s.
@@ -201,6 +207,19 @@ mod tests {
         let s = summary(1000, 0);
         assert_eq!(s.requests_per_sec(), 2000.0);
         assert_eq!(s.mib_per_sec(), 2000.0 * 128.0 / 1048576.0);
+    }
+
+    #[test]
+    fn issue_8_a_zero_duration_gives_zero_rates_never_nan() {
+        let mut s = summary(0, 0);
+        s.plan.duration = Duration::ZERO;
+        assert_eq!(s.requests_per_sec(), 0.0);
+        assert_eq!(s.mib_per_sec(), 0.0);
+        let json = s.to_json();
+        for bad in ["NaN", "inf"] {
+            assert!(!json.contains(bad), "{bad} in {json}");
+        }
+        assert!(!s.to_text().contains("NaN"));
     }
 
     #[test]

@@ -93,7 +93,7 @@ impl Tally {
     fn io_error(&mut self, target: SocketAddr, error: &io::Error) {
         self.io_errors += 1;
         if self.io_errors <= PRINTED_PER_KIND {
-            eprintln!("error: connection to {target}: {error}");
+            say!("error: connection to {target}: {error}");
         }
     }
 }
@@ -110,9 +110,13 @@ impl Completions for Tally {
         if let Some(m) = mismatch {
             self.mismatches += 1;
             if self.mismatches <= PRINTED_PER_KIND {
-                eprintln!(
+                say!(
                     "mismatch: connection {} message {} byte {}: sent {:#04x}, got back {:#04x}",
-                    m.connection, m.message, m.offset, m.expected, m.received
+                    m.connection,
+                    m.message,
+                    m.offset,
+                    m.expected,
+                    m.received
                 );
             }
         }
@@ -202,7 +206,7 @@ fn connect_all(
             Err(e) => {
                 connect_errors += 1;
                 if connect_errors <= PRINTED_PER_KIND {
-                    eprintln!("error: connect {}: {e}", plan.target);
+                    say!("error: connect {}: {e}", plan.target);
                 }
             }
         }

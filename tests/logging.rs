@@ -1,0 +1,175 @@
+//! The log is best effort: a log pipe that is closed, or that nobody reads,
+//! neither stops the server nor slows it down nor keeps it from exiting.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{LIMIT, ServerProcess, Stderr};
+
+/// Clients in the tests where the log is closed.
+const CLIENTS: usize = 30;
+
+/// A connection whose reads and writes give up after [`LIMIT`].
+#[track_caller]
+fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(LIMIT)).unwrap();
+    stream.set_write_timeout(Some(LIMIT)).unwrap();
+    stream
+}
+
+/// Sends `data`, half-closes, and reads until the server closes: what the
+/// log service does for a whole connection. Returns how long it took.
+#[track_caller]
+fn send_and_wait_for_close(addr: SocketAddr, data: &[u8]) -> Duration {
+    let started = Instant::now();
+    let mut stream = connect(addr);
+    stream.write_all(data).expect("the server reads");
+    stream.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    stream
+        .read_to_end(&mut rest)
+        .expect("the server closes after the client");
+    started.elapsed()
+}
+
+/// Sends `data` and reads the same bytes back.
+#[track_caller]
+fn assert_echoes(stream: &mut TcpStream, data: &[u8]) {
+    stream.write_all(data).unwrap();
+    let mut back = vec![0; data.len()];
+    stream.read_exact(&mut back).expect("the echo");
+    assert_eq!(back, data);
+}
+
+/// Waits until the server refuses connections: it has closed its listeners
+/// on a shutdown signal.
+#[track_caller]
+fn wait_until_refused(addr: SocketAddr) {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        match TcpStream::connect(addr) {
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => return,
+            // Accepted before the listeners closed: the server sees it
+            // close at once, and the drain ends it. Or caught in the
+            // backlog of a listener as it closed: reset.
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("connect: {e}"),
+        }
+        assert!(Instant::now() < deadline, "the listeners stay open");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn issue_8_a_closed_log_pipe_does_not_stop_the_log_service() {
+    let mut server = ServerProcess::start_with_stderr(&["log"], Stderr::CloseAfterFirstLine);
+    // Every connection is logged (connect, read, disconnect) into the
+    // closed pipe, and each is still served to its end.
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let addr = server.addr;
+            std::thread::spawn(move || send_and_wait_for_close(addr, format!("{i}\n").as_bytes()))
+        })
+        .collect();
+    for client in clients {
+        client.join().expect("a client was served");
+    }
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the server died"
+    );
+    server.signal("TERM");
+    let status = server.wait_exit();
+    assert_eq!(status.code(), Some(0), "{status}");
+}
+
+#[test]
+fn issue_8_a_closed_log_pipe_does_not_cut_the_drain() {
+    let mut server = ServerProcess::start_with_stderr(&["echo"], Stderr::CloseAfterFirstLine);
+    let mut clients: Vec<TcpStream> = (0..CLIENTS).map(|_| connect(server.addr)).collect();
+    for client in &mut clients {
+        assert_echoes(client, b"before");
+    }
+    // The shutdown logs into the closed pipe; the open connections are
+    // still served until they close.
+    server.signal("TERM");
+    wait_until_refused(server.addr);
+    for mut client in clients {
+        assert_echoes(&mut client, b"during the drain");
+    }
+    let status = server.wait_exit();
+    assert_eq!(status.code(), Some(0), "{status}");
+}
+
+/// Floods the log service with `--hexdump` (each 64 KiB read logs about
+/// 280 KB) while nobody reads the log: far more than the pipe and the
+/// server's log queue hold, so the log is full and lines are dropped.
+#[track_caller]
+fn flood_the_log(addr: SocketAddr) {
+    let data = vec![b'x'; 1024 * 1024];
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let data = data.clone();
+            std::thread::spawn(move || send_and_wait_for_close(addr, &data))
+        })
+        .collect();
+    for client in clients {
+        client.join().expect("a flooding client was served");
+    }
+}
+
+#[test]
+fn issue_8_a_log_nobody_reads_slows_neither_serving_nor_exit() {
+    let (_resume, paused) = mpsc::channel();
+    let mut server = ServerProcess::start_with_stderr(
+        &["log", "--hexdump"],
+        Stderr::PauseAfterFirstLine(paused),
+    );
+    flood_the_log(server.addr);
+    // A small exchange is as quick as ever: nothing waits for the log.
+    let took = send_and_wait_for_close(server.addr, b"ping");
+    assert!(took < Duration::from_secs(2), "an exchange took {took:?}");
+    let asked = Instant::now();
+    server.signal("TERM");
+    let status = server.wait_exit();
+    assert_eq!(status.code(), Some(0), "{status}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "exit took {:?}",
+        asked.elapsed()
+    );
+}
+
+#[test]
+fn issue_8_lines_dropped_while_the_log_stalled_are_counted_at_exit() {
+    let (resume, paused) = mpsc::channel();
+    let mut server = ServerProcess::start_with_stderr(
+        &["log", "--hexdump"],
+        Stderr::PauseAfterFirstLine(paused),
+    );
+    flood_the_log(server.addr);
+    resume.send(()).unwrap();
+    // Once a connection made now is logged, the log has caught up.
+    let mut probe = connect(server.addr);
+    let peer = probe.local_addr().unwrap();
+    probe.shutdown(Shutdown::Write).unwrap();
+    let _ = probe.read_to_end(&mut Vec::new());
+    server.wait_for_line(&format!("disconnect {peer}"));
+    server.signal("TERM");
+    let line = server.wait_for_line("log lines dropped");
+    let before = &line[..line.find(" log lines dropped").unwrap()];
+    let dropped: u64 = before
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {line:?}"));
+    assert!(dropped > 0, "{line}");
+    let status = server.wait_exit();
+    assert_eq!(status.code(), Some(0), "{status}");
+}
