@@ -48,15 +48,15 @@ pub struct ServeArgs {
     /// Linux and FreeBSD) or handoff (one acceptor; default elsewhere).
     #[arg(long, value_name = "MODE")]
     balance: Option<String>,
-    /// Open connections allowed, at least 1; past it new ones are closed at
-    /// once. Default: 100000.
+    /// Open connections allowed, at least 1; past it a newcomer waits up to
+    /// 250ms for a slot, then is closed. Default: 100000.
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_count)]
     max_connections: Option<usize>,
     /// Close connections silent in both directions for this long, at least
     /// 1ms (e.g. 30s). Default: off.
     #[arg(long, value_name = "DURATION", value_parser = duration::parse_positive)]
     idle_timeout: Option<Duration>,
-    /// How long SIGINT/SIGTERM waits for connections to finish; 0 cuts them
+    /// How long SIGINT/SIGTERM/SIGQUIT waits for connections to finish; 0 cuts them
     /// at once. Otherwise at least 1ms.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration::parse_zero_or_positive)]
     shutdown_timeout: Duration,
