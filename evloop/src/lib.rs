@@ -42,12 +42,14 @@
 //! ```
 #![deny(missing_docs)]
 
+mod config;
 pub mod net;
 pub mod poll;
 mod reactor;
 pub mod server;
 pub mod service;
 pub mod services;
+mod signals;
 mod stats;
 mod sys;
 mod timer;

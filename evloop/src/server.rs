@@ -62,10 +62,12 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
+use crate::config::Config;
 use crate::net::{self, Share};
-use crate::poll::{Events, Interest, Poller, Token, Waker};
-use crate::reactor::{Command, Config, LoopHandle, LoopReport, Reactor, Shared};
+use crate::poll::{Events, Poller, Token, Waker};
+use crate::reactor::{Command, LoopHandle, LoopReport, Reactor, Shared};
 use crate::service::Service;
+use crate::signals::SignalPipe;
 use crate::stats::Counters;
 
 /// How connections are spread over loops.
@@ -252,7 +254,7 @@ impl ServerBuilder {
         // between `build` and `run`, and a signal sent on seeing them must
         // drain the server, not kill the process with the default action.
         let signals = if self.signals {
-            Some(SignalPipe::install(&control.poller)?)
+            Some(SignalPipe::install(&control.poller, SIGNALS)?)
         } else {
             None
         };
@@ -372,151 +374,6 @@ impl Report {
     }
 }
 
-/// The handled signals delivered as bytes on pipes that the control poller
-/// watches, one pipe per signal so the control thread knows which arrived and
-/// how often: the handler only writes a byte (async-signal-safe).
-#[derive(Debug)]
-struct SignalPipe {
-    /// Read ends, in the order of [`HANDLED_SIGNALS`].
-    reads: Vec<std::os::fd::OwnedFd>,
-    ids: Vec<signal_hook::SigId>,
-}
-
-impl SignalPipe {
-    fn install(poller: &Poller) -> io::Result<SignalPipe> {
-        DEFAULT_ACTIONS.call_once(|| {
-            for signal in &HANDLED_SIGNALS {
-                if let Err(e) = signal_hook::flag::register_conditional_default(
-                    signal.number,
-                    &SIGNALS_UNHANDLED,
-                ) {
-                    warn!("cannot arm the default action of {}: {e}", signal.name);
-                }
-            }
-        });
-        if SERVERS_HANDLING_SIGNALS.fetch_add(1, Ordering::AcqRel) == 0 {
-            SIGNALS_UNHANDLED.store(false, Ordering::Release);
-        }
-        // Built before anything can fail, so that `Drop` undoes a partial
-        // installation.
-        let mut pipe = SignalPipe {
-            reads: Vec::with_capacity(HANDLED_SIGNALS.len()),
-            ids: Vec::with_capacity(HANDLED_SIGNALS.len()),
-        };
-        for signal in &HANDLED_SIGNALS {
-            let (read, write) = net::nonblocking_pipe()?;
-            poller.register(&read, SIGNALS, Interest::READABLE)?;
-            pipe.reads.push(read);
-            pipe.ids.push(signal_hook::low_level::pipe::register(
-                signal.number,
-                write,
-            )?);
-        }
-        Ok(pipe)
-    }
-
-    /// Logs every signal that arrived since the last call; returns how many
-    /// of them ask for shutdown.
-    fn take_shutdown_requests(&self) -> usize {
-        let mut requests = 0;
-        for (signal, read) in HANDLED_SIGNALS.iter().zip(&self.reads) {
-            let mut buf = [0u8; 16];
-            let mut arrived = 0;
-            while let Ok(n @ 1..) = rustix::io::read(read, &mut buf) {
-                arrived += n;
-            }
-            for _ in 0..arrived {
-                match signal.action {
-                    SignalAction::Shutdown => {
-                        info!("{} received: shutdown requested", signal.name);
-                        requests += 1;
-                    }
-                    SignalAction::KeepServing(because) => {
-                        warn!("{} received: {because}; still serving", signal.name);
-                    }
-                }
-            }
-        }
-        requests
-    }
-}
-
-impl Drop for SignalPipe {
-    fn drop(&mut self) {
-        for id in self.ids.drain(..) {
-            signal_hook::low_level::unregister(id);
-        }
-        // Unregistering leaves signal-hook's handler installed, which would
-        // ignore the signals from now on; the conditional default action
-        // gives them back their usual effect once no server handles them.
-        if SERVERS_HANDLING_SIGNALS.fetch_sub(1, Ordering::AcqRel) == 1 {
-            SIGNALS_UNHANDLED.store(true, Ordering::Release);
-        }
-    }
-}
-
-/// What the control thread does with a signal.
-#[derive(Clone, Copy, Debug)]
-enum SignalAction {
-    /// A shutdown request: the first drains, the second cuts.
-    Shutdown,
-    /// Logged with the reason nothing is done; the server keeps serving.
-    KeepServing(&'static str),
-}
-
-/// A signal a server handles.
-#[derive(Debug)]
-struct HandledSignal {
-    number: i32,
-    name: &'static str,
-    action: SignalAction,
-}
-
-impl HandledSignal {
-    const fn new(number: i32, name: &'static str, action: SignalAction) -> HandledSignal {
-        HandledSignal {
-            number,
-            name,
-            action,
-        }
-    }
-}
-
-/// The signals a server handles, following nginx's conventions; those that
-/// ask for what evloop cannot do yet are logged and otherwise ignored. Every
-/// signal an operator commonly sends is here, so none ends the server
-/// without a log line.
-const HANDLED_SIGNALS: [HandledSignal; 6] = {
-    use SignalAction::{KeepServing, Shutdown};
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
-    [
-        HandledSignal::new(SIGINT, "SIGINT", Shutdown),
-        HandledSignal::new(SIGTERM, "SIGTERM", Shutdown),
-        HandledSignal::new(SIGQUIT, "SIGQUIT", Shutdown),
-        HandledSignal::new(
-            SIGHUP,
-            "SIGHUP",
-            KeepServing("nothing to reload (not supported yet)"),
-        ),
-        HandledSignal::new(
-            SIGUSR1,
-            "SIGUSR1",
-            KeepServing("nothing to reopen (evloop opens no log files)"),
-        ),
-        HandledSignal::new(
-            SIGUSR2,
-            "SIGUSR2",
-            KeepServing("no binary upgrade (not supported yet)"),
-        ),
-    ]
-};
-/// Servers in this process with signal handling on.
-static SERVERS_HANDLING_SIGNALS: AtomicUsize = AtomicUsize::new(0);
-/// True while no server handles signals: then they take their default action.
-static SIGNALS_UNHANDLED: AtomicBool = AtomicBool::new(true);
-/// Arms the default actions once per process.
-static DEFAULT_ACTIONS: std::sync::Once = std::sync::Once::new();
-
 impl<S: Service> Server<S> {
     /// The addresses the server listens on (with the ports chosen for port 0).
     pub fn local_addrs(&self) -> &[SocketAddr] {
@@ -534,58 +391,19 @@ impl<S: Service> Server<S> {
     /// counters. Fails if a loop failed (its poller broke), after stopping
     /// the others.
     pub fn run(self) -> io::Result<Report> {
-        let control = Arc::clone(&self.control);
-        let signals = self.signals;
-
-        let threads = self.listeners.len();
-        let mut pollers = Vec::with_capacity(threads);
-        let mut handles = Vec::with_capacity(threads);
-        let mut mailboxes = Vec::with_capacity(threads);
-        for _ in 0..threads {
-            let poller = Poller::new()?;
-            let (handle, mailbox) = LoopHandle::new(&poller)?;
-            pollers.push(poller);
-            handles.push(handle);
-            mailboxes.push(mailbox);
-        }
-        let shared = Arc::new(Shared {
-            config: self.config,
-            active: AtomicUsize::new(0),
-            slot_waiters: AtomicUsize::new(0),
-            buffered: AtomicUsize::new(0),
-            buffered_peaked: AtomicBool::new(false),
-            loops: handles,
-            handoff: self.handoff,
-        });
-
-        let mut joins: Vec<JoinHandle<io::Result<LoopReport>>> = Vec::with_capacity(threads);
-        let parts = pollers.into_iter().zip(mailboxes).zip(self.listeners);
-        for (index, ((poller, mailbox), listeners)) in parts.enumerate() {
-            let loop_shared = Arc::clone(&shared);
-            let service = Arc::clone(&self.service);
-            let control = Arc::clone(&control);
-            let spawned = std::thread::Builder::new()
-                .name(format!("evloop-{index}"))
-                .spawn(move || {
-                    // Tells the control thread when the loop ends, however it
-                    // ends: by returning, failing, or panicking.
-                    let _exit = ExitNotice(control);
-                    Reactor::new(index, poller, mailbox, loop_shared, service, listeners)
-                        .and_then(Reactor::run)
-                });
-            match spawned {
-                Ok(join) => joins.push(join),
-                Err(e) => {
-                    broadcast(&shared, || Command::ForceClose);
-                    collect(joins)?;
-                    return Err(e);
-                }
-            }
-        }
-
+        let Server {
+            service,
+            listeners,
+            config,
+            handoff,
+            signals,
+            control,
+            ..
+        } = self;
+        let (shared, joins) = spawn_loops(service, listeners, config, handoff, &control)?;
         let mut events = Events::with_capacity(8);
         let mut requests_seen = 0;
-        let mut stage = 0; // 0 running, 1 draining, 2 cutting
+        let mut stage = Stage::Running;
         loop {
             if let Err(e) = control.poller.wait(&mut events, None) {
                 broadcast(&shared, || Command::ForceClose);
@@ -603,34 +421,111 @@ impl<S: Service> Server<S> {
                 break;
             }
             // A loop that stopped on its own failed: stop the others too.
-            if finished > 0 && stage == 0 {
+            if finished > 0 && stage == Stage::Running {
                 new_requests += 1;
             }
             for _ in 0..new_requests {
-                stage += 1;
-                match stage {
-                    1 => {
-                        info!("shutting down: draining connections");
-                        if shared.handoff {
-                            // The acceptor relays it after its last hand-off.
-                            if !shared.loops[0].send(Command::Shutdown) {
-                                // The acceptor is gone: nobody would relay it.
-                                broadcast(&shared, || Command::Shutdown);
-                            }
-                        } else {
-                            broadcast(&shared, || Command::Shutdown);
-                        }
-                    }
-                    2 => {
-                        info!("second shutdown request: closing connections now");
-                        broadcast(&shared, || Command::ForceClose);
-                    }
-                    _ => {}
-                }
+                stage = stage.escalate(&shared);
             }
         }
         drop(signals);
         collect(joins)
+    }
+}
+
+/// The loops' threads, running; joined by [`collect`].
+type Loops = Vec<JoinHandle<io::Result<LoopReport>>>;
+
+/// Starts one thread per loop (`evloop-0`, …). If a thread cannot be
+/// started, the ones already running are stopped before the error returns.
+fn spawn_loops<S: Service>(
+    service: Arc<S>,
+    listeners: Vec<Vec<TcpListener>>,
+    config: Config,
+    handoff: bool,
+    control: &Arc<Control>,
+) -> io::Result<(Arc<Shared>, Loops)> {
+    let threads = listeners.len();
+    let mut pollers = Vec::with_capacity(threads);
+    let mut handles = Vec::with_capacity(threads);
+    let mut mailboxes = Vec::with_capacity(threads);
+    for _ in 0..threads {
+        let poller = Poller::new()?;
+        let (handle, mailbox) = LoopHandle::new(&poller)?;
+        pollers.push(poller);
+        handles.push(handle);
+        mailboxes.push(mailbox);
+    }
+    let shared = Arc::new(Shared {
+        config,
+        active: AtomicUsize::new(0),
+        slot_waiters: AtomicUsize::new(0),
+        buffered: AtomicUsize::new(0),
+        buffered_peaked: AtomicBool::new(false),
+        loops: handles,
+        handoff,
+    });
+    let mut joins: Loops = Vec::with_capacity(threads);
+    let parts = pollers.into_iter().zip(mailboxes).zip(listeners);
+    for (index, ((poller, mailbox), listeners)) in parts.enumerate() {
+        let loop_shared = Arc::clone(&shared);
+        let service = Arc::clone(&service);
+        let control = Arc::clone(control);
+        let spawned = std::thread::Builder::new()
+            .name(format!("evloop-{index}"))
+            .spawn(move || {
+                // Tells the control thread when the loop ends, however it
+                // ends: by returning, failing, or panicking.
+                let _exit = ExitNotice(control);
+                Reactor::new(index, poller, mailbox, loop_shared, service, listeners)
+                    .and_then(Reactor::run)
+            });
+        match spawned {
+            Ok(join) => joins.push(join),
+            Err(e) => {
+                broadcast(&shared, || Command::ForceClose);
+                collect(joins)?;
+                return Err(e);
+            }
+        }
+    }
+    Ok((shared, joins))
+}
+
+/// Where the server is in its shutdown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    Running,
+    /// Loops serve their connections until they close or the deadline.
+    Draining,
+    /// Connections are cut.
+    Cutting,
+}
+
+impl Stage {
+    /// Acts on one more shutdown request: the first drains, the second cuts.
+    fn escalate(self, shared: &Shared) -> Stage {
+        match self {
+            Stage::Running => {
+                info!("shutting down: draining connections");
+                if shared.handoff {
+                    // The acceptor relays it after its last hand-off.
+                    if !shared.loops[0].send(Command::Shutdown) {
+                        // The acceptor is gone: nobody would relay it.
+                        broadcast(shared, || Command::Shutdown);
+                    }
+                } else {
+                    broadcast(shared, || Command::Shutdown);
+                }
+                Stage::Draining
+            }
+            Stage::Draining => {
+                info!("second shutdown request: closing connections now");
+                broadcast(shared, || Command::ForceClose);
+                Stage::Cutting
+            }
+            Stage::Cutting => Stage::Cutting,
+        }
     }
 }
 
@@ -652,7 +547,7 @@ fn broadcast(shared: &Shared, command: fn() -> Command) {
 }
 
 /// Joins every loop; the first error (or panic) wins, after all are joined.
-fn collect(joins: Vec<JoinHandle<io::Result<LoopReport>>>) -> io::Result<Report> {
+fn collect(joins: Loops) -> io::Result<Report> {
     let mut report = Report::default();
     let mut first_error = None;
     for join in joins {

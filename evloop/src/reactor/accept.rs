@@ -1,0 +1,315 @@
+//! Accepting: the accept loop, the connection limit and its grace,
+//! hand-off to the least loaded loop, and back-off when descriptors run out.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+
+use super::{Command, Conn, LoopHandle, Reactor, contain_panic, listener_token};
+use crate::net::{self, Outcome};
+use crate::poll::{self, Interest, Token};
+use crate::service::{CloseReason, Service};
+use crate::timer::Deadline;
+
+/// Connections accepted per listener per turn before other work is served.
+pub(super) const ACCEPT_BUDGET: usize = 128;
+/// The first and the longest pause after `accept` ran out of resources.
+pub(super) const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+pub(super) const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How long a newcomer waits in the backlog for a connection slot before it
+/// is refused. Slots of connections whose clients have already gone are
+/// freed within a turn of their loop; this covers a loop that was not
+/// running for a moment, not a server that is really full.
+pub(super) const LIMIT_GRACE: Duration = Duration::from_millis(250);
+
+pub(super) struct Listener {
+    pub(super) socket: TcpListener,
+    pub(super) ready: bool,
+}
+
+/// A pause of accepting after `accept` ran out of resources.
+pub(super) struct AcceptPause {
+    pub(super) until: Instant,
+    pub(super) backoff: Duration,
+    pub(super) since: Instant,
+    pub(super) failures: u64,
+}
+
+impl<S: Service> Reactor<S> {
+    // ---- accepting -------------------------------------------------------
+
+    pub(super) fn accept(&mut self, i: usize, budget: usize) {
+        for _ in 0..budget {
+            if !self.may_accept() {
+                return; // the listener stays ready: a freed slot resumes it
+            }
+            match net::accept(&self.listeners[i].socket) {
+                // While descriptors stay scarce, a close lets one accept
+                // through and the next fails: that is still one episode.
+                Outcome::Done((fd, peer)) => self.admit(fd, peer),
+                Outcome::WouldBlock => {
+                    // The backlog is empty: if accepting had been failing,
+                    // it has recovered; nobody waits for a slot.
+                    self.end_accept_pause();
+                    self.end_limit_wait();
+                    self.listeners[i].ready = false;
+                    return;
+                }
+                // The client gave up before we accepted it.
+                Outcome::Reset(_) => {}
+                Outcome::Failed(e) => {
+                    self.counters.accept_errors += 1;
+                    self.pause_accepting(&e);
+                    return;
+                }
+            }
+        }
+    }
+
+    pub(super) fn slot_free(&self) -> bool {
+        self.shared.active.load(Ordering::SeqCst) < self.shared.config.max_connections
+    }
+
+    /// Whether to take a connection from the backlog now: a slot is free,
+    /// or the newcomers have waited `LIMIT_GRACE` for one and are to be
+    /// refused. At the limit, the connections this loop has just accepted
+    /// are served first, and those whose clients have gone free their slots:
+    /// a client that closes and reconnects at once is not refused because
+    /// its last connection was not yet retired.
+    pub(super) fn may_accept(&mut self) -> bool {
+        if self.slot_free() {
+            self.end_limit_wait();
+            return true;
+        }
+        let waited = *self.limit_wait.get_or_insert(self.now + LIMIT_GRACE);
+        if waited <= self.now {
+            return true; // `admit` refuses it
+        }
+        // Asks loops that free a slot to wake this one, then looks again:
+        // a slot freed before the request was seen would wake nobody.
+        let handle = &self.shared.loops[self.index];
+        if !handle.wants_slot.swap(true, Ordering::SeqCst) {
+            self.shared.slot_waiters.fetch_add(1, Ordering::SeqCst);
+        }
+        if self.slot_free() {
+            self.end_limit_wait();
+            return true;
+        }
+        false
+    }
+
+    pub(super) fn end_limit_wait(&mut self) {
+        self.limit_wait = None;
+        if self.shared.loops[self.index]
+            .wants_slot
+            .swap(false, Ordering::SeqCst)
+        {
+            self.shared.slot_waiters.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Counts a freshly accepted connection against the server-wide limit,
+    /// then serves it here or hands it to the least loaded loop.
+    pub(super) fn admit(&mut self, fd: OwnedFd, peer: Option<SocketAddr>) {
+        let max = self.shared.config.max_connections;
+        if self.shared.active.fetch_add(1, Ordering::AcqRel) >= max {
+            self.shared.active.fetch_sub(1, Ordering::AcqRel);
+            self.counters.accepted += 1;
+            self.counters.closed[CloseReason::Limit.index()] += 1;
+            debug!(
+                ?peer,
+                max, "connection limit reached: closing new connection"
+            );
+            return; // dropping `fd` closes it
+        }
+        let target = if self.shared.handoff {
+            least_loaded(&self.shared.loops, self.index)
+        } else {
+            self.index
+        };
+        // Counted on the target before it gets there, so that the next
+        // choice sees it.
+        self.shared.loops[target]
+            .load
+            .fetch_add(1, Ordering::Relaxed);
+        if target == self.index {
+            self.adopt(fd, peer);
+        } else if !self.shared.loops[target].send(Command::Adopt(fd, peer)) {
+            // The target has exited (shutdown was forced, or it failed): the
+            // connection is closed with the command; undo its counts.
+            self.shared.active.fetch_sub(1, Ordering::AcqRel);
+            self.shared.loops[target]
+                .load
+                .fetch_sub(1, Ordering::Relaxed);
+            self.counters.accepted += 1;
+            self.counters.closed[CloseReason::Shutdown.index()] += 1;
+            self.cut += 1;
+        }
+    }
+
+    /// Starts serving an accepted connection already counted in `active`
+    /// and in this loop's load.
+    pub(super) fn adopt(&mut self, socket: OwnedFd, peer: Option<SocketAddr>) {
+        self.counters.accepted += 1;
+        let peer = peer.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self
+            .poller
+            .register(&socket, Token(key), Interest::READABLE)
+        {
+            warn!("registering connection from {peer}: {e}");
+            self.counters.closed[CloseReason::Error.index()] += 1;
+            self.release_slot();
+            return;
+        }
+        let Some(handler) = contain_panic("Service::open", || self.service.open(peer)) else {
+            self.counters.closed[CloseReason::Error.index()] += 1;
+            self.release_slot();
+            return;
+        };
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        entry.insert(Conn {
+            socket,
+            handler,
+            input: Vec::new(),
+            output: Vec::new(),
+            written: 0,
+            generation,
+            last_active: self.now,
+            interest: Interest::READABLE,
+            read_ready: false,
+            read_to_block: !poll::REPORTS_URGENT_DATA,
+            write_ready: true,
+            input_ended: false,
+            closing: false,
+            write_shut: false,
+            paused: false,
+            budget_paused: false,
+            accounted: 0,
+            queued: false,
+        });
+        if let Some(at) = self
+            .shared
+            .config
+            .idle_timeout
+            .and_then(|idle| self.now.checked_add(idle))
+        {
+            self.timers.insert(Deadline {
+                at,
+                key,
+                generation,
+            });
+        }
+    }
+
+    /// Forgets one connection in the server-wide and per-loop counts, and
+    /// wakes the loops waiting for its slot.
+    pub(super) fn release_slot(&mut self) {
+        self.shared.active.fetch_sub(1, Ordering::SeqCst);
+        self.shared.loops[self.index]
+            .load
+            .fetch_sub(1, Ordering::Relaxed);
+        if self.shared.slot_waiters.load(Ordering::SeqCst) > 0 {
+            for (i, handle) in self.shared.loops.iter().enumerate() {
+                if i != self.index && handle.wants_slot.swap(false, Ordering::SeqCst) {
+                    self.shared.slot_waiters.fetch_sub(1, Ordering::SeqCst);
+                    handle.wake();
+                }
+            }
+        }
+    }
+
+    pub(super) fn pause_accepting(&mut self, error: &io::Error) {
+        let pause = self.accept_pause.get_or_insert_with(|| {
+            warn!(
+                loop_index = self.index,
+                "accept failed: {error}; pausing accepts and retrying with backoff"
+            );
+            AcceptPause {
+                until: self.now,
+                backoff: ACCEPT_BACKOFF_MIN / 2,
+                since: self.now,
+                failures: 0,
+            }
+        });
+        if !net::is_resource_exhaustion(error) {
+            debug!("accept failed: {error}");
+        }
+        pause.failures += 1;
+        pause.backoff = (pause.backoff * 2).min(ACCEPT_BACKOFF_MAX);
+        pause.until = self.now + pause.backoff;
+        self.set_listener_interest(Interest::NONE);
+    }
+
+    /// Changes every listener's interest: none while accepting is paused,
+    /// readable again to resume (re-adding it re-arms the edge if
+    /// connections wait).
+    pub(super) fn set_listener_interest(&self, interest: Interest) {
+        for (i, listener) in self.listeners.iter().enumerate() {
+            if let Err(e) = self
+                .poller
+                .reregister(&listener.socket, listener_token(i), interest)
+            {
+                warn!("listener interest {interest:?}: {e}");
+            }
+        }
+    }
+
+    /// Retries accepting after a pause (its timer, or a connection closed).
+    /// The pause stays in place while retrying: a retry that fails again
+    /// continues the episode (one warning per episode, not per retry); one
+    /// that empties the backlog, or spends its budget without a failure,
+    /// ends it with one recovery line.
+    pub(super) fn retry_accepting(&mut self) {
+        if self.accept_pause.is_none() {
+            return;
+        }
+        self.set_listener_interest(Interest::READABLE);
+        for listener in &mut self.listeners {
+            listener.ready = true;
+        }
+        let errors = self.counters.accept_errors;
+        for i in 0..self.listeners.len() {
+            self.accept(i, ACCEPT_BUDGET);
+            // Still failing: `pause_accepting` has extended the episode.
+            if self.counters.accept_errors != errors {
+                return;
+            }
+        }
+        // Nothing was waiting to be accepted: the episode is over too.
+        self.end_accept_pause();
+    }
+
+    pub(super) fn end_accept_pause(&mut self) {
+        if let Some(pause) = self.accept_pause.take() {
+            info!(
+                loop_index = self.index,
+                failures = pause.failures,
+                "accepting again after {:?} ({} failed accepts)",
+                self.now.saturating_duration_since(pause.since),
+                pause.failures
+            );
+        }
+    }
+}
+
+/// The loop with the fewest connections, preferring `me` on a tie.
+pub(super) fn least_loaded(loops: &[Arc<LoopHandle>], me: usize) -> usize {
+    let mut best = me;
+    let mut best_load = loops[me].load.load(Ordering::Relaxed);
+    for (i, handle) in loops.iter().enumerate() {
+        let load = handle.load.load(Ordering::Relaxed);
+        if load < best_load {
+            best = i;
+            best_load = load;
+        }
+    }
+    best
+}

@@ -1,0 +1,514 @@
+//! The event loop of one thread: wait → dispatch → ready list → timers.
+//!
+//! A reactor owns its poller, its listeners (in `reuseport` mode, or the
+//! acceptor loop in `handoff` mode) and its connections; nothing here is
+//! shared with other threads except a few server-wide atomics (open
+//! connections, buffered bytes, who waits for a connection slot) and the
+//! mailbox through which other threads send commands.
+//!
+//! # Invariants
+//!
+//! * Sources are edge-triggered, so the reactor keeps each connection's
+//!   readiness itself (`read_ready`, `write_ready`) and clears it when a
+//!   call returns `WouldBlock` — or, for reads, when a read came back shorter
+//!   than the buffer: the socket was drained at that moment, and any byte
+//!   that arrives later raises a new edge, so the `WouldBlock` read would be
+//!   a wasted syscall per request. Not when the event said the peer closed
+//!   (no new edge will come; reading goes on until it returns 0), nor when
+//!   urgent data is pending (a read stops at the urgent mark), nor on kqueue,
+//!   which does not report urgent data. A connection that stopped reading because of
+//!   its per-turn budget goes on the ready list and is served again after
+//!   the other events of this turn, with a zero wait timeout.
+//! * Write interest is registered only while output is pending; read
+//!   interest is dropped while the connection is paused by backpressure or
+//!   has seen the end of its input. Interest changes cost one syscall per
+//!   episode, never one per event.
+//! * Input is read into one buffer per loop. A handler sees it there
+//!   directly unless it left bytes unconsumed earlier; output is produced into
+//!   one scratch buffer per loop and written at once. A connection allocates
+//!   its own input or output buffer only for what is left over, and returns
+//!   large buffers when they drain: an idle connection owns no buffer.
+//! * A connection is closed only when its input has ended (read returned 0)
+//!   and its output is flushed, or on an error of its own, its idle
+//!   deadline, or the shutdown deadline. Its errors never leave it.
+
+mod accept;
+mod conn;
+mod mailbox;
+
+use std::io;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+use tracing::{debug, error, info};
+
+use crate::config::Config;
+use crate::poll::{Event, Events, Interest, Poller, Token};
+use crate::service::{CloseReason, Handler, Service};
+use crate::stats::Counters;
+use crate::timer::{Deadline, Timers};
+
+use accept::{ACCEPT_BUDGET, AcceptPause, Listener};
+use conn::{Conn, Io, Next, account_buffers, drive_conn, update_interest};
+pub(crate) use mailbox::{Command, LoopHandle};
+
+/// The waker's token; listeners count down from just below it, connections
+/// count up from 0 (slab keys).
+const WAKER: Token = Token(usize::MAX);
+const LISTENER_BASE: usize = usize::MAX - 1;
+
+/// The token of listener `i`.
+const fn listener_token(i: usize) -> Token {
+    Token(LISTENER_BASE - i)
+}
+
+/// Events fetched per wait.
+const EVENT_CAPACITY: usize = 1024;
+/// Size of the per-loop read buffer (one read's worth).
+const READ_BUFFER: usize = 64 * 1024;
+/// Size of the per-loop read buffer (one read's worth).
+/// Mailbox commands handled per turn.
+const MAILBOX_BUDGET: usize = 1024;
+/// How long a connection closed by its handler waits for the client to
+/// close after our FIN, discarding what it still sends.
+const LINGER: Duration = Duration::from_secs(5);
+/// How often a loop with connections paused by the budget looks whether
+/// the server is back under it.
+const BUDGET_RECHECK: Duration = Duration::from_millis(100);
+
+/// What a loop hands back when it stops.
+#[derive(Clone, Debug, Default)]
+pub struct LoopReport {
+    /// The loop's counters.
+    pub counters: Counters,
+    /// Connections still open at the shutdown deadline (or a forced
+    /// shutdown), and closed by it.
+    pub cut: u64,
+}
+
+/// State shared by all loops of a server.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    /// Open connections, server-wide, for `max_connections`.
+    pub(crate) active: AtomicUsize,
+    /// Loops waiting for a connection slot (their `wants_slot` is set).
+    pub(crate) slot_waiters: AtomicUsize,
+    /// Bytes all connections hold in their buffers (capacity), against
+    /// `config.max_buffered`.
+    pub(crate) buffered: AtomicUsize,
+    /// `buffered` reached a quarter of the budget since memory was last
+    /// given back to the system.
+    pub(crate) buffered_peaked: AtomicBool,
+    /// Every loop's mailbox, by loop index (hand-off targets).
+    pub(crate) loops: Vec<Arc<LoopHandle>>,
+    /// Whether one acceptor hands connections to all loops.
+    pub(crate) handoff: bool,
+}
+
+/// One thread's event loop.
+pub(crate) struct Reactor<S: Service> {
+    index: usize,
+    poller: Poller,
+    mailbox: Receiver<Command>,
+    mailbox_pending: bool,
+    shared: Arc<Shared>,
+    service: Arc<S>,
+    listeners: Vec<Listener>,
+    conns: Slab<Conn<S::Handler>>,
+    ready: Vec<usize>,
+    ready_batch: Vec<usize>,
+    timers: Timers,
+    next_generation: u64,
+    read_buf: Box<[u8]>,
+    scratch: Vec<u8>,
+    counters: Counters,
+    now: Instant,
+    accept_pause: Option<AcceptPause>,
+    /// Newcomers wait in the backlog for a connection slot until then.
+    limit_wait: Option<Instant>,
+    /// Connections paused by the buffer budget (key, generation), and when
+    /// to look whether the server is back under it.
+    budget_paused: Vec<(usize, u64)>,
+    budget_recheck: Option<Instant>,
+    drain_deadline: Option<Instant>,
+    cut: u64,
+}
+
+impl<S: Service> Reactor<S> {
+    pub(crate) fn new(
+        index: usize,
+        poller: Poller,
+        mailbox: Receiver<Command>,
+        shared: Arc<Shared>,
+        service: Arc<S>,
+        listeners: Vec<TcpListener>,
+    ) -> io::Result<Reactor<S>> {
+        let listeners: Vec<Listener> = listeners
+            .into_iter()
+            .map(|socket| Listener {
+                socket,
+                ready: false,
+            })
+            .collect();
+        for (i, listener) in listeners.iter().enumerate() {
+            poller.register(&listener.socket, listener_token(i), Interest::READABLE)?;
+        }
+        Ok(Reactor {
+            index,
+            poller,
+            mailbox,
+            mailbox_pending: false,
+            shared,
+            service,
+            listeners,
+            conns: Slab::new(),
+            ready: Vec::new(),
+            ready_batch: Vec::new(),
+            timers: Timers::default(),
+            next_generation: 0,
+            read_buf: vec![0; READ_BUFFER].into_boxed_slice(),
+            scratch: Vec::new(),
+            counters: Counters::default(),
+            now: Instant::now(),
+            accept_pause: None,
+            limit_wait: None,
+            budget_paused: Vec::new(),
+            budget_recheck: None,
+            drain_deadline: None,
+            cut: 0,
+        })
+    }
+
+    /// Runs until shutdown has drained every connection.
+    pub(crate) fn run(mut self) -> io::Result<LoopReport> {
+        let mut events = Events::with_capacity(EVENT_CAPACITY);
+        while !(self.drain_deadline.is_some() && self.conns.is_empty()) {
+            let timeout = self.timeout();
+            self.poller.wait(&mut events, timeout)?;
+            self.now = Instant::now();
+            for event in events.iter() {
+                self.dispatch(event);
+            }
+            self.serve_ready();
+            self.fire_timers();
+        }
+        debug!(loop_index = self.index, "loop stopped");
+        Ok(LoopReport {
+            counters: self.counters,
+            cut: self.cut,
+        })
+    }
+
+    /// How long the next wait may block: not at all while work is left over
+    /// from this turn, else until the earliest deadline.
+    fn timeout(&self) -> Option<Duration> {
+        let accept_ready = self.accept_pause.is_none()
+            && self.listeners.iter().any(|l| l.ready)
+            && (self.limit_wait.is_none() || self.slot_free());
+        if !self.ready.is_empty() || accept_ready || self.mailbox_pending {
+            return Some(Duration::ZERO);
+        }
+        let deadlines = [
+            self.timers.next(),
+            self.accept_pause.as_ref().map(|p| p.until),
+            self.limit_wait,
+            self.budget_recheck,
+            self.drain_deadline,
+        ];
+        deadlines
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
+    fn dispatch(&mut self, event: Event) {
+        match event.token() {
+            WAKER => {
+                self.shared.loops[self.index]
+                    .notified
+                    .store(false, Ordering::Release);
+                self.mailbox_pending = true;
+            }
+            Token(t) if t > LISTENER_BASE - self.listeners.len() && t <= LISTENER_BASE => {
+                let i = LISTENER_BASE - t;
+                self.listeners[i].ready = true;
+            }
+            Token(key) => {
+                let Some(conn) = self.conns.get_mut(key) else {
+                    return; // closed earlier in this batch
+                };
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    conn.read_ready = true;
+                    conn.read_to_block |=
+                        event.is_read_closed() || event.is_error() || event.is_priority();
+                }
+                if event.is_writable() || event.is_write_closed() || event.is_error() {
+                    conn.write_ready = true;
+                }
+                self.drive(key);
+            }
+        }
+    }
+
+    /// Serves what this turn's events left over: the mailbox, queued
+    /// accepts, and connections whose read budget ran out.
+    fn serve_ready(&mut self) {
+        if self.mailbox_pending {
+            self.drain_mailbox();
+        }
+        if self.accept_pause.is_none() {
+            for i in 0..self.listeners.len() {
+                if self.listeners[i].ready {
+                    self.accept(i, ACCEPT_BUDGET);
+                }
+            }
+        }
+        let mut batch = std::mem::take(&mut self.ready_batch);
+        std::mem::swap(&mut batch, &mut self.ready);
+        for key in batch.drain(..) {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.queued = false;
+                self.drive(key);
+            }
+        }
+        self.ready_batch = batch;
+    }
+
+    fn drain_mailbox(&mut self) {
+        for _ in 0..MAILBOX_BUDGET {
+            match self.mailbox.try_recv() {
+                Ok(Command::Adopt(fd, peer)) => self.adopt(fd, peer),
+                Ok(Command::Shutdown) => self.begin_shutdown(),
+                Ok(Command::ForceClose) => self.force_close(),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
+                    self.mailbox_pending = false;
+                    return;
+                }
+            }
+        }
+    }
+    // ---- connections -----------------------------------------------------
+
+    fn drive(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let config = &self.shared.config;
+        let over_budget = self.shared.buffered.load(Ordering::Relaxed) >= config.max_buffered;
+        let mut io = Io {
+            read_buf: &mut self.read_buf,
+            scratch: &mut self.scratch,
+            config,
+            counters: &mut self.counters,
+            now: self.now,
+            over_budget,
+        };
+        let was_shut = conn.write_shut;
+        let was_budget_paused = conn.budget_paused;
+        let next = drive_conn(conn, &mut io);
+        account_buffers(&self.shared, conn);
+        if conn.budget_paused && !was_budget_paused {
+            self.budget_paused.push((key, conn.generation));
+            self.budget_recheck.get_or_insert(self.now + BUDGET_RECHECK);
+        }
+        // The linger deadline is armed where the FIN went out, whatever the
+        // drive returns: a flood that spends the read budget while being
+        // discarded must not keep the connection forever.
+        if conn.write_shut && !was_shut {
+            let generation = conn.generation;
+            self.timers.insert(Deadline {
+                at: self.now + LINGER,
+                key,
+                generation,
+            });
+        }
+        let next = match next {
+            Next::Close(reason) => Next::Close(reason),
+            other => match update_interest(&self.poller, conn, key) {
+                Ok(()) => other,
+                Err(e) => {
+                    debug!("connection {key}: {e}");
+                    Next::Close(CloseReason::Error)
+                }
+            },
+        };
+        match next {
+            Next::Keep => {}
+            Next::Requeue => {
+                if !conn.queued {
+                    conn.queued = true;
+                    self.ready.push(key);
+                }
+            }
+            Next::Close(reason) => self.close(key, reason),
+        }
+    }
+
+    fn close(&mut self, key: usize, reason: CloseReason) {
+        let mut conn = self.conns.remove(key);
+        conn.input = Vec::new();
+        conn.output = Vec::new();
+        account_buffers(&self.shared, &mut conn);
+        contain_panic("Handler::on_close", || conn.handler.on_close(reason));
+        self.counters.closed[reason.index()] += 1;
+        drop(conn); // closing the descriptor also removes it from the queue
+        self.release_slot();
+        // A closed connection's deadline stays in the heap until due; with
+        // many short connections and a long idle timeout they would pile
+        // up. Sweep when they outnumber the open connections (amortised:
+        // each sweep at least halves the heap).
+        if self.timers.len() > 2 * self.conns.len() + 1024 {
+            let conns = &self.conns;
+            self.timers.retain(|d| {
+                conns
+                    .get(d.key)
+                    .is_some_and(|c| c.generation == d.generation)
+            });
+        }
+        self.retry_accepting();
+    }
+
+    /// Cuts every connection: at the shutdown deadline, or at once when
+    /// forced.
+    fn close_all(&mut self) {
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        self.cut += keys.len() as u64;
+        for key in keys {
+            self.close(key, CloseReason::Shutdown);
+        }
+    }
+
+    /// Shuts down with a deadline of now: this turn's timers cut every
+    /// connection, including any the acceptor hands over afterwards.
+    fn force_close(&mut self) {
+        self.begin_shutdown();
+        self.drain_deadline = Some(self.now);
+    }
+
+    /// Resumes the connections the buffer budget paused once the server
+    /// holds less than three quarters of it; until then, looks again later.
+    fn recheck_budget(&mut self) {
+        let max = self.shared.config.max_buffered;
+        if self.shared.buffered.load(Ordering::Relaxed) > max / 4 * 3 {
+            self.budget_recheck = Some(self.now + BUDGET_RECHECK);
+            return;
+        }
+        self.budget_recheck = None;
+        let low = self.shared.config.low_watermark;
+        for (key, generation) in std::mem::take(&mut self.budget_paused) {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.generation != generation || !conn.budget_paused {
+                continue;
+            }
+            conn.budget_paused = false;
+            // Above the low watermark it stays paused, for its output.
+            if conn.paused && conn.pending() <= low {
+                conn.paused = false;
+                self.drive(key);
+            }
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        if self.budget_recheck.is_some_and(|at| at <= self.now) {
+            self.recheck_budget();
+        }
+        if let Some(pause) = &self.accept_pause
+            && pause.until <= self.now
+        {
+            self.retry_accepting();
+        }
+        if let Some(deadline) = self.drain_deadline
+            && deadline <= self.now
+            && !self.conns.is_empty()
+        {
+            info!(
+                loop_index = self.index,
+                "shutdown deadline passed: closing {} connections",
+                self.conns.len()
+            );
+            self.close_all();
+        }
+        while let Some(due) = self.timers.pop_due(self.now) {
+            let Some(conn) = self.conns.get(due.key) else {
+                continue;
+            };
+            if conn.generation != due.generation {
+                continue;
+            }
+            // Lingering after the handler's close: its time is up, or the
+            // idle timer may still close it (as the handler's close).
+            let (limit, reason) = if conn.write_shut {
+                (Some(LINGER), CloseReason::Service)
+            } else {
+                (self.shared.config.idle_timeout, CloseReason::Idle)
+            };
+            // No limit, or one past what an Instant can hold: never due.
+            let Some(expires) = limit.and_then(|limit| conn.last_active.checked_add(limit)) else {
+                continue;
+            };
+            if expires <= self.now {
+                self.close(due.key, reason);
+            } else {
+                self.timers.insert(Deadline { at: expires, ..due });
+            }
+        }
+    }
+
+    // ---- shutdown --------------------------------------------------------
+
+    /// Stops accepting: connections whose handshake already completed are
+    /// taken from the backlog (their clients may have sent data), then the
+    /// listeners are closed, so new connections are refused. The connections
+    /// are then served until they close or the deadline passes.
+    fn begin_shutdown(&mut self) {
+        if self.drain_deadline.is_some() {
+            return;
+        }
+        self.accept_pause = None;
+        // Whoever waits for a slot is refused now, not left in the backlog.
+        self.limit_wait = Some(self.now);
+        for i in 0..self.listeners.len() {
+            self.accept(i, usize::MAX);
+        }
+        self.end_limit_wait();
+        self.accept_pause = None;
+        self.listeners.clear();
+        if self.shared.handoff && self.index == 0 {
+            // The acceptor relays the shutdown: targets hear of it after
+            // every connection handed to them (mailboxes are first in, first out).
+            for (i, handle) in self.shared.loops.iter().enumerate() {
+                if i != self.index {
+                    handle.send(Command::Shutdown);
+                }
+            }
+        }
+        self.drain_deadline = Some(self.now + self.shared.config.shutdown_timeout);
+        debug!(
+            loop_index = self.index,
+            open = self.conns.len(),
+            "draining connections"
+        );
+    }
+}
+
+/// Runs service code so that a panic in it (a bug that a client's bytes may
+/// trigger) ends only the connection it serves, not the loop and every
+/// connection on it. The panic hook has already reported the panic.
+fn contain_panic<T>(what: &str, f: impl FnOnce() -> T) -> Option<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(value) => Some(value),
+        Err(_) => {
+            error!("{what} panicked: closing its connection");
+            None
+        }
+    }
+}
