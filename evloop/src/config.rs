@@ -14,6 +14,7 @@ pub(crate) struct Config {
     pub(crate) max_input: usize,
     pub(crate) read_budget: usize,
     pub(crate) max_buffered: usize,
+    pub(crate) linger: Duration,
 }
 
 impl Default for Config {
@@ -27,6 +28,7 @@ impl Default for Config {
             max_input: 64 * 1024,
             read_budget: 256 * 1024,
             max_buffered: 64 * 1024 * 1024,
+            linger: Duration::from_secs(5),
         }
     }
 }

@@ -42,7 +42,9 @@
 //! ```
 #![deny(missing_docs)]
 
+mod clock;
 mod config;
+mod context;
 pub mod net;
 pub mod poll;
 mod reactor;
@@ -54,6 +56,7 @@ mod stats;
 mod sys;
 mod timer;
 
+pub use context::{ConnId, Context};
 pub use reactor::LoopReport;
 pub use server::{Balance, Report, Server, ServerBuilder, ShutdownHandle};
 pub use service::{Action, CloseReason, Handler, Input, Service};

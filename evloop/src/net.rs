@@ -178,6 +178,12 @@ pub(crate) fn shutdown_write(socket: &impl AsFd) -> io::Result<()> {
     Ok(rustix::net::shutdown(socket, rustix::net::Shutdown::Write)?)
 }
 
+/// Makes closing `socket` send a reset (RST) instead of FIN, dropping
+/// whatever is unsent: `SO_LINGER` with a zero timeout.
+pub(crate) fn reset_on_close(socket: &impl AsFd) -> io::Result<()> {
+    socket2::SockRef::from(socket).set_linger(Some(std::time::Duration::ZERO))
+}
+
 /// Accepts a connection, non-blocking and close-on-exec in one call where
 /// the system has `accept4`; Apple systems set the flags after `accept`.
 pub(crate) fn accept(listener: &impl AsFd) -> Outcome<(OwnedFd, Option<SocketAddr>)> {

@@ -62,6 +62,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
+use crate::clock::MAX_SPAN;
 use crate::config::Config;
 use crate::net::{self, Share};
 use crate::poll::{Events, Poller, Token, Waker};
@@ -152,10 +153,29 @@ impl ServerBuilder {
         self
     }
 
-    /// Closes a connection with no traffic in either direction for this long.
-    /// Default: off.
+    /// Closes a connection with no traffic in either direction for this long
+    /// (at most 24 days; longer is taken as 24 days). Default: off.
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.config.idle_timeout = timeout.map(|t| t.min(FOREVER));
+        self.config.idle_timeout = timeout.map(|t| t.min(MAX_SPAN));
+        self
+    }
+
+    /// How long a connection closed by its handler ([`Action::Close`])
+    /// waits, after its output and a FIN, for the client to close too,
+    /// discarding what it still sends (at most 24 days). Closing at once
+    /// with unread input would reset the connection and could destroy the
+    /// answer in flight. Default: 5 s.
+    ///
+    /// [`Action::Close`]: crate::Action::Close
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.config.linger = linger.min(MAX_SPAN);
+        self
+    }
+
+    /// How many bytes a loop reads from one connection before it serves the
+    /// others (at least 1): fairness against bulk clients. Default: 256 KiB.
+    pub fn read_budget(mut self, bytes: usize) -> Self {
+        self.config.read_budget = bytes.max(1);
         self
     }
 

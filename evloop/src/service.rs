@@ -2,24 +2,94 @@
 //!
 //! A [`Service`] is shared by every loop and opens one [`Handler`] per
 //! connection. The handler sees the connection's unconsumed input, consumes
-//! what it used, and appends what it wants sent. It never sees readiness,
-//! sockets or the event queue, so the same services run unchanged on a
-//! completion-based backend (io_uring) later.
+//! what it used, and appends what it wants sent to its [`Context`]'s output.
+//! It never sees readiness, sockets or the event queue, so the same
+//! services run unchanged on a completion-based backend (io_uring).
+//!
+//! A streaming handler — one whose answer is longer than it should hold in
+//! memory — writes a chunk, asks to be told when it has drained, and writes
+//! the next chunk then:
+//!
+//! ```
+//! use evloop::{Action, Context, Handler, Input};
+//!
+//! /// Answers any request with `total` bytes of `*`, 16 KiB at a time.
+//! #[derive(Clone)]
+//! struct Stars {
+//!     total: u64,
+//!     left: u64,
+//! }
+//!
+//! impl Stars {
+//!     fn next_chunk(&mut self, cx: &mut Context<'_>) -> Action {
+//!         let n = self.left.min(16 * 1024);
+//!         let out = cx.output();
+//!         out.resize(out.len() + n as usize, b'*');
+//!         self.left -= n;
+//!         if self.left == 0 {
+//!             return Action::Close; // after the output is out
+//!         }
+//!         cx.notify_drained();
+//!         Action::Continue
+//!     }
+//! }
+//!
+//! impl Handler for Stars {
+//!     fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Action {
+//!         input.consume_all();
+//!         if self.left != self.total {
+//!             return Action::Continue; // already streaming
+//!         }
+//!         cx.pause_reading();
+//!         self.next_chunk(cx)
+//!     }
+//!
+//!     fn on_drained(&mut self, cx: &mut Context<'_>) -> Action {
+//!         self.next_chunk(cx)
+//!     }
+//! }
+//!
+//! # use std::io::{Read, Write};
+//! let server = evloop::Server::builder()
+//!     .listen("127.0.0.1:0".parse().unwrap())
+//!     .threads(1)
+//!     .build(Stars { total: 1 << 20, left: 1 << 20 })?;
+//! let addr = server.local_addrs()[0];
+//! let shutdown = server.shutdown_handle();
+//! let running = std::thread::spawn(move || server.run());
+//! let mut client = std::net::TcpStream::connect(addr)?;
+//! client.write_all(b"go\n")?;
+//! let mut got = Vec::new();
+//! client.read_to_end(&mut got)?;
+//! assert_eq!(got.len(), 1 << 20);
+//! drop(client); // the server lingers until the client closes too
+//! shutdown.shutdown();
+//! running.join().unwrap()?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
 
 use std::net::SocketAddr;
 
-/// What a handler wants after handling input.
+use crate::context::Context;
+
+/// What a handler wants after a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Action {
     /// Keep the connection open.
     Continue,
-    /// Stop reading, send all output already produced, then close.
+    /// Stop reading, send all output already produced, then close
+    /// gracefully: FIN, then discard what the client still sends until it
+    /// closes too or the linger time passes.
     Close,
+    /// Close at once with a reset (RST): output not yet sent is dropped.
+    Abort,
 }
 
 /// Why a connection was closed. Each reason has its own counter in
 /// [`Counters`](crate::Counters).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum CloseReason {
     /// The peer closed its side and all output was delivered.
     Peer,
@@ -33,7 +103,8 @@ pub enum CloseReason {
     Shutdown,
     /// A socket error other than a reset, or the input limit was exceeded.
     Error,
-    /// The handler returned [`Action::Close`] and its output was delivered.
+    /// The handler closed it ([`Action::Close`] once its output was
+    /// delivered, or [`Action::Abort`]).
     Service,
 }
 
@@ -115,20 +186,31 @@ impl<'a> Input<'a> {
     }
 }
 
-/// The per-connection half of a service.
-///
-/// `output` is the connection's output buffer: append to it; the reactor
-/// writes it out, and stops reading from the connection while too much of it
-/// is pending (backpressure).
+/// The per-connection half of a service. Every call gets the connection's
+/// [`Context`]: its output, and the requests the handler may make.
 pub trait Handler: 'static {
     /// Input arrived: called once per successful read, with all unconsumed
     /// input (earlier leftovers first).
-    fn on_data(&mut self, input: &mut Input<'_>, output: &mut Vec<u8>) -> Action;
+    fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Action;
 
     /// The peer will send nothing more. `unconsumed` is the input the handler
     /// left; after this call the output is flushed and the connection closed.
-    fn on_read_closed(&mut self, unconsumed: &[u8], output: &mut Vec<u8>) {
-        let _ = (unconsumed, output);
+    fn on_read_closed(&mut self, unconsumed: &[u8], cx: &mut Context<'_>) {
+        let _ = (unconsumed, cx);
+    }
+
+    /// The output has drained to the low watermark after
+    /// [`Context::notify_drained`]: room for the next chunk of a stream.
+    fn on_drained(&mut self, cx: &mut Context<'_>) -> Action {
+        let _ = cx;
+        Action::Continue
+    }
+
+    /// The deadline set with [`Context::set_deadline`] has passed. By
+    /// default the connection is closed.
+    fn on_deadline(&mut self, cx: &mut Context<'_>) -> Action {
+        let _ = cx;
+        Action::Close
     }
 
     /// The connection is closed (the socket is already gone).

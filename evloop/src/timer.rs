@@ -18,7 +18,7 @@ use std::time::Instant;
 pub(crate) struct Deadline {
     pub(crate) at: Instant,
     pub(crate) key: usize,
-    pub(crate) generation: u64,
+    pub(crate) generation: u32,
 }
 
 /// Deadlines in order of expiry.

@@ -6,7 +6,7 @@ mod support;
 use std::io::{Read, Write};
 use std::net::Shutdown;
 
-use evloop::{Action, CloseReason, Handler, Input};
+use evloop::{Action, CloseReason, Context, Handler, Input};
 use support::{LIMIT, connect, start};
 
 /// Answers each complete line upper-cased; a line `quit` gets `bye` and a
@@ -15,7 +15,8 @@ use support::{LIMIT, connect, start};
 struct Lines;
 
 impl Handler for Lines {
-    fn on_data(&mut self, input: &mut Input<'_>, output: &mut Vec<u8>) -> Action {
+    fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Action {
+        let output = cx.output();
         while let Some(end) = input.bytes().iter().position(|&b| b == b'\n') {
             let line = &input.bytes()[..=end];
             if line == b"quit\n" {
@@ -29,7 +30,8 @@ impl Handler for Lines {
         Action::Continue
     }
 
-    fn on_read_closed(&mut self, unconsumed: &[u8], output: &mut Vec<u8>) {
+    fn on_read_closed(&mut self, unconsumed: &[u8], cx: &mut Context<'_>) {
+        let output = cx.output();
         output.extend(unconsumed.iter().map(u8::to_ascii_uppercase));
     }
 }
@@ -153,7 +155,7 @@ struct CloseAfter {
 }
 
 impl Handler for CloseAfter {
-    fn on_data(&mut self, input: &mut Input<'_>, _output: &mut Vec<u8>) -> Action {
+    fn on_data(&mut self, input: &mut Input<'_>, _cx: &mut Context<'_>) -> Action {
         self.seen += input.bytes().len();
         input.consume_all();
         if self.seen >= self.after {

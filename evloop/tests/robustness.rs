@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use evloop::services::Echo;
-use evloop::{Action, CloseReason, Handler, Input};
+use evloop::{Action, CloseReason, Context, Handler, Input};
 use support::{LIMIT, MIB, connect, start, write_then_half_close_and_read};
 
 /// Echoes, but panics on a `!` — a bug a client's bytes can reach.
@@ -17,7 +17,8 @@ use support::{LIMIT, MIB, connect, start, write_then_half_close_and_read};
 struct Fragile;
 
 impl Handler for Fragile {
-    fn on_data(&mut self, input: &mut Input<'_>, output: &mut Vec<u8>) -> Action {
+    fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Action {
+        let output = cx.output();
         assert!(!input.bytes().contains(&b'!'), "fragile handler met a '!'");
         output.extend_from_slice(input.bytes());
         input.consume_all();
@@ -50,7 +51,8 @@ fn a_panicking_handler_closes_only_its_connection() {
 struct Lines;
 
 impl Handler for Lines {
-    fn on_data(&mut self, input: &mut Input<'_>, output: &mut Vec<u8>) -> Action {
+    fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Action {
+        let output = cx.output();
         let complete = input
             .bytes()
             .iter()

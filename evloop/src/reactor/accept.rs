@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use super::{Command, Conn, LoopHandle, Reactor, contain_panic, listener_token};
+use super::conn::{Conn, Core, Flags};
+use super::{Command, LoopHandle, Reactor, contain_panic, listener_token};
 use crate::net::{self, Outcome};
 use crate::poll::{self, Interest, Token};
 use crate::service::{CloseReason, Service};
-use crate::timer::Deadline;
 
 /// Connections accepted per listener per turn before other work is served.
 pub(super) const ACCEPT_BUDGET: usize = 128;
@@ -86,8 +86,8 @@ impl<S: Service> Reactor<S> {
             self.end_limit_wait();
             return true;
         }
-        let waited = *self.limit_wait.get_or_insert(self.now + LIMIT_GRACE);
-        if waited <= self.now {
+        let waited = *self.limit_wait.get_or_insert(self.clock.now + LIMIT_GRACE);
+        if waited <= self.clock.now {
             return true; // `admit` refuses it
         }
         // Asks loops that free a slot to wake this one, then looks again:
@@ -174,39 +174,15 @@ impl<S: Service> Reactor<S> {
             return;
         };
         let generation = self.next_generation;
-        self.next_generation += 1;
-        entry.insert(Conn {
-            socket,
-            handler,
-            input: Vec::new(),
-            output: Vec::new(),
-            written: 0,
-            generation,
-            last_active: self.now,
-            interest: Interest::READABLE,
-            read_ready: false,
-            read_to_block: !poll::REPORTS_URGENT_DATA,
-            write_ready: true,
-            input_ended: false,
-            closing: false,
-            write_shut: false,
-            paused: false,
-            budget_paused: false,
-            accounted: 0,
-            queued: false,
-        });
-        if let Some(at) = self
-            .shared
-            .config
-            .idle_timeout
-            .and_then(|idle| self.now.checked_add(idle))
-        {
-            self.timers.insert(Deadline {
-                at,
-                key,
-                generation,
-            });
-        }
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let mut core = Core::new(socket, generation, self.clock.tick());
+        // A fresh socket takes output; on kqueue, which does not report
+        // urgent data, a read must never stop short of `WouldBlock`.
+        core.flags.set(Flags::WRITE_READY, true);
+        core.flags
+            .set(Flags::READ_TO_BLOCK, !poll::REPORTS_URGENT_DATA);
+        entry.insert(Conn { core, handler });
+        self.arm(key);
     }
 
     /// Forgets one connection in the server-wide and per-loop counts, and
@@ -233,9 +209,9 @@ impl<S: Service> Reactor<S> {
                 "accept failed: {error}; pausing accepts and retrying with backoff"
             );
             AcceptPause {
-                until: self.now,
+                until: self.clock.now,
                 backoff: ACCEPT_BACKOFF_MIN / 2,
-                since: self.now,
+                since: self.clock.now,
                 failures: 0,
             }
         });
@@ -244,7 +220,7 @@ impl<S: Service> Reactor<S> {
         }
         pause.failures += 1;
         pause.backoff = (pause.backoff * 2).min(ACCEPT_BACKOFF_MAX);
-        pause.until = self.now + pause.backoff;
+        pause.until = self.clock.now + pause.backoff;
         self.set_listener_interest(Interest::NONE);
     }
 
@@ -293,7 +269,7 @@ impl<S: Service> Reactor<S> {
                 loop_index = self.index,
                 failures = pause.failures,
                 "accepting again after {:?} ({} failed accepts)",
-                self.now.saturating_duration_since(pause.since),
+                self.clock.now.saturating_duration_since(pause.since),
                 pause.failures
             );
         }

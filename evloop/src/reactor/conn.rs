@@ -1,79 +1,222 @@
-//! One connection: its state, and driving it — flush, read, hand input to
-//! the handler, write what it produced — until it would block.
+//! One connection's state machine, whatever moves its bytes.
+//!
+//! A driver feeds it what happened — these bytes arrived ([`Conn::received`]),
+//! the peer closed its side ([`Conn::read_closed`]), output went out
+//! ([`Core::sent`]), a deadline passed ([`Conn::deadline_passed`]) — and
+//! reads back what the connection wants: to read ([`Core::wants_read`]), to
+//! write ([`Core::pending`]), or to end ([`Fate`]). The readiness driver
+//! (`readiness.rs`, for epoll and kqueue) is one such driver; a completion
+//! driver feeds the same calls. Output produced in a call goes to the
+//! buffer the driver passes: the loop's scratch, which the readiness driver
+//! writes at once, or the connection's own, which a completion driver hands
+//! to the kernel and must not move until the send completes.
 
-use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use tracing::debug;
 
 use super::{Shared, contain_panic};
+use crate::clock::{Clock, Tick};
 use crate::config::Config;
-use crate::net::{self, Outcome};
-use crate::poll::{Interest, Poller, Token};
+use crate::context::{ConnId, Context};
+use crate::poll::Interest;
 use crate::service::{Action, CloseReason, Handler, Input};
-use crate::stats::Counters;
 
-/// The loop's output scratch buffer is freed when a handler made it larger.
-pub(super) const MAX_SCRATCH: usize = 1024 * 1024;
 /// A connection's buffer larger than this is freed, not kept, when it
-/// drains: idle connections hold at most this much each.
+/// drains.
 pub(super) const KEEP_BUFFER: usize = 4 * 1024;
-/// Past the server's buffer budget, a connection that holds no bytes reads
-/// this much at a time: it is served, in small steps, and piles up at most
-/// this much.
-pub(super) const SMALL_READ: usize = 4 * 1024;
 
-pub(super) struct Conn<H> {
-    pub(super) socket: OwnedFd,
-    pub(super) handler: H,
-    /// Input the handler left unconsumed.
-    pub(super) input: Vec<u8>,
-    /// Output not yet written, from `written` on.
-    pub(super) output: Vec<u8>,
-    pub(super) written: usize,
-    pub(super) generation: u64,
-    pub(super) last_active: Instant,
-    pub(super) interest: Interest,
-    pub(super) read_ready: bool,
-    /// Read until `WouldBlock`, never stop at a short read: an event said the
-    /// peer closed its side (the end of stream must be read), the socket has
-    /// an error, or urgent data is pending (a read stops at its mark).
-    pub(super) read_to_block: bool,
-    pub(super) write_ready: bool,
-    /// Read returned 0: the handler has been told; close once output is out.
-    pub(super) input_ended: bool,
-    /// The handler asked to close once output is out.
-    pub(super) closing: bool,
-    /// Closing: FIN sent, input is discarded until the peer closes or the
-    /// linger time (from `last_active`) runs out.
-    pub(super) write_shut: bool,
-    /// Reading stopped: output passed the high watermark, or the server
-    /// is over its buffer budget.
-    pub(super) paused: bool,
-    /// Paused by the buffer budget, and on the loop's list of those.
-    pub(super) budget_paused: bool,
-    /// The buffer capacity counted in the server's `buffered`.
-    pub(super) accounted: usize,
-    /// On the ready list.
-    pub(super) queued: bool,
+/// Where a connection is in its life: what it still does, so that no
+/// combination of flags can contradict it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Reading (unless paused) and writing.
+    Open,
+    /// Nothing more is read (the peer closed its side, or the handler
+    /// closed after it did): the connection closes with this reason once
+    /// its output is out.
+    Draining(CloseReason),
+    /// The handler closed it while the peer may still send: once the output
+    /// is out, FIN goes out and the connection lingers.
+    Closing,
+    /// FIN is out: input is discarded until the peer closes too or the
+    /// linger time (from `last_active`) passes.
+    Lingering,
 }
 
-impl<H> Conn<H> {
+/// Why reading is paused, and what the driver knows of the socket, in two
+/// bytes: pause reasons are independent of each other and of the phase.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Flags(u16);
+
+impl Flags {
+    /// Output passed the high watermark.
+    pub(crate) const PAUSED_OUTPUT: u16 = 1;
+    /// The server holds more than its buffer budget and the connection
+    /// holds bytes. Lifted when its output drains, or when the server is
+    /// back under budget.
+    pub(crate) const PAUSED_BUDGET: u16 = 1 << 1;
+    /// The handler paused its input.
+    pub(crate) const PAUSED_HANDLER: u16 = 1 << 2;
+    /// The handler wants to hear when its output has drained.
+    pub(crate) const DRAIN_NOTICE: u16 = 1 << 3;
+    /// Readiness driver: the socket may have input.
+    pub(crate) const READ_READY: u16 = 1 << 4;
+    /// Readiness driver: read until `WouldBlock`, never stop at a short
+    /// read (the peer closed its side, an error, urgent data, or kqueue).
+    pub(crate) const READ_TO_BLOCK: u16 = 1 << 5;
+    /// Readiness driver: the socket may take output.
+    pub(crate) const WRITE_READY: u16 = 1 << 6;
+    /// On the loop's ready list.
+    pub(crate) const QUEUED: u16 = 1 << 7;
+    /// On the loop's list of connections the budget paused.
+    pub(crate) const BUDGET_LISTED: u16 = 1 << 8;
+
+    const PAUSED: u16 = Self::PAUSED_OUTPUT | Self::PAUSED_BUDGET | Self::PAUSED_HANDLER;
+
+    pub(crate) fn has(self, bits: u16) -> bool {
+        self.0 & bits != 0
+    }
+
+    pub(crate) fn set(&mut self, bits: u16, on: bool) {
+        if on {
+            self.0 |= bits;
+        } else {
+            self.0 &= !bits;
+        }
+    }
+}
+
+/// What a connection holds beyond its idle state: input its handler left
+/// and output not yet sent. Behind one pointer, so an idle connection owns
+/// no buffer and pays 8 bytes for the possibility.
+#[derive(Debug, Default)]
+struct Buffers {
+    input: Vec<u8>,
+    /// Output not yet sent, from `written` on.
+    output: Vec<u8>,
+    written: usize,
+    /// The capacity counted in the server's `buffered`.
+    accounted: usize,
+}
+
+/// Everything of a connection but its handler: what a [`Context`] may
+/// change, and what the driver and the loop keep.
+#[derive(Debug)]
+pub(crate) struct Core {
+    pub(super) socket: OwnedFd,
+    /// Tells this connection from earlier ones in the same slab slot.
+    pub(super) generation: u32,
+    /// The last time bytes moved, for the idle timeout and the linger.
+    pub(super) last_active: Tick,
+    /// The handler's deadline.
+    deadline: Option<Tick>,
+    /// The earliest deadline the loop's timers hold for this connection.
+    pub(super) armed: Option<Tick>,
+    pub(super) phase: Phase,
+    pub(super) flags: Flags,
+    /// What the poller was last told (readiness driver).
+    pub(super) interest: Interest,
+    buffers: Option<Box<Buffers>>,
+}
+
+/// A connection: its state and its service's handler.
+pub(super) struct Conn<H> {
+    pub(super) core: Core,
+    pub(super) handler: H,
+}
+
+/// How a connection ends, when a call says it must.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Fate {
+    /// Closed (the descriptor is closed: FIN if nothing is unread).
+    Close(CloseReason),
+    /// Reset at once at the handler's request ([`Action::Abort`]).
+    Abort,
+}
+
+/// What a call on a connection needs from its loop.
+pub(super) struct Env<'a> {
+    pub(super) clock: &'a Clock,
+    pub(super) config: &'a Config,
+    /// The loop's index, the high half of every [`ConnId`].
+    pub(super) loop_index: usize,
+}
+
+impl Core {
+    pub(super) fn new(socket: OwnedFd, generation: u32, now: Tick) -> Core {
+        Core {
+            socket,
+            generation,
+            last_active: now,
+            deadline: None,
+            armed: None,
+            phase: Phase::Open,
+            flags: Flags::default(),
+            interest: Interest::READABLE,
+            buffers: None,
+        }
+    }
+
+    /// Output produced and not yet sent.
     pub(super) fn pending(&self) -> usize {
-        self.output.len() - self.written
+        self.buffers
+            .as_ref()
+            .map_or(0, |b| b.output.len() - b.written)
     }
 
-    /// The memory the connection's buffers hold.
-    pub(super) fn held(&self) -> usize {
-        self.input.capacity() + self.output.capacity()
+    /// The output not yet sent.
+    pub(super) fn unsent(&self) -> &[u8] {
+        self.buffers
+            .as_ref()
+            .map_or(&[], |b| &b.output[b.written..])
     }
 
+    /// Whether the connection holds bytes: output not sent, or input its
+    /// handler left.
+    pub(super) fn holds_bytes(&self) -> bool {
+        self.buffers
+            .as_ref()
+            .is_some_and(|b| b.output.len() > b.written || !b.input.is_empty())
+    }
+
+    /// `n` bytes of the pending output went out.
+    pub(super) fn sent(&mut self, n: usize, now: Tick) {
+        if n == 0 {
+            return;
+        }
+        self.last_active = now;
+        if let Some(b) = &mut self.buffers {
+            b.written += n;
+            if b.written == b.output.len() {
+                b.written = 0;
+                release(&mut b.output);
+            }
+        }
+    }
+
+    /// Queues output the driver could not send yet.
+    pub(super) fn keep_output(&mut self, unsent: &[u8]) {
+        if !unsent.is_empty() {
+            self.buffers().output.extend_from_slice(unsent);
+        }
+    }
+
+    /// Whether the driver should read: the connection is open and not
+    /// paused, or lingering (its input is discarded).
+    pub(super) fn wants_read(&self) -> bool {
+        match self.phase {
+            Phase::Open => !self.flags.has(Flags::PAUSED),
+            Phase::Lingering => true,
+            Phase::Draining(_) | Phase::Closing => false,
+        }
+    }
+
+    /// The readiness the poller should report.
     pub(super) fn wanted_interest(&self) -> Interest {
         let mut interest = Interest::NONE;
-        let reading = !self.closing || self.write_shut; // lingering reads too
-        if !self.paused && !self.input_ended && reading {
+        if self.wants_read() {
             interest = interest | Interest::READABLE;
         }
         if self.pending() > 0 {
@@ -81,314 +224,236 @@ impl<H> Conn<H> {
         }
         interest
     }
-}
 
-/// What became of a connection after it was driven.
-pub(super) enum Next {
-    Keep,
-    /// It stopped with input still readable (budget spent): serve it again
-    /// this turn.
-    Requeue,
-    Close(CloseReason),
-}
-
-/// The loop-wide state a connection is driven with, borrowed apart from the
-/// connection table.
-pub(super) struct Io<'a> {
-    pub(super) read_buf: &'a mut [u8],
-    pub(super) scratch: &'a mut Vec<u8>,
-    pub(super) config: &'a Config,
-    pub(super) counters: &'a mut Counters,
-    pub(super) now: Instant,
-    /// The server's connections hold more than its buffer budget.
-    pub(super) over_budget: bool,
-}
-
-pub(super) fn update_interest<H>(
-    poller: &Poller,
-    conn: &mut Conn<H>,
-    key: usize,
-) -> io::Result<()> {
-    let wanted = conn.wanted_interest();
-    if wanted != conn.interest {
-        poller.reregister(&conn.socket, Token(key), wanted)?;
-        conn.interest = wanted;
+    /// The handler's deadline, if it has one.
+    pub(super) fn deadline(&self) -> Option<Tick> {
+        self.deadline
     }
-    Ok(())
-}
 
-/// Flushes, reads and hands input to the handler until the connection would
-/// block, spends its read budget, is paused, or is done.
-pub(super) fn drive_conn<H: Handler>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Next {
-    if conn.write_ready && conn.pending() > 0 {
-        if let Err(reason) = flush(conn, io) {
-            return Next::Close(reason);
+    pub(crate) fn set_deadline(&mut self, deadline: Option<Tick>) {
+        self.deadline = deadline;
+    }
+
+    pub(crate) fn pause_by_handler(&mut self, paused: bool) {
+        self.flags.set(Flags::PAUSED_HANDLER, paused);
+    }
+
+    pub(crate) fn request_drain_notice(&mut self) {
+        self.flags.set(Flags::DRAIN_NOTICE, true);
+    }
+
+    /// Lifts the output and budget pauses once the output has drained to
+    /// `low` (the budget is looked at again before the next read).
+    pub(super) fn resume_if_drained(&mut self, low: usize) {
+        if self.pending() <= low {
+            self.flags
+                .set(Flags::PAUSED_OUTPUT | Flags::PAUSED_BUDGET, false);
         }
     }
-    if conn.paused && conn.pending() <= io.config.low_watermark {
-        conn.paused = false;
-    }
-    let mut budget = io.config.read_budget;
-    while conn.read_ready && !conn.paused && !conn.input_ended && !conn.closing {
-        if budget == 0 {
-            return Next::Requeue;
+
+    /// Pauses reading once the output passes `high`; says whether it did.
+    pub(super) fn pause_if_full(&mut self, high: usize) -> bool {
+        let pause = !self.flags.has(Flags::PAUSED_OUTPUT) && self.pending() >= high;
+        if pause {
+            self.flags.set(Flags::PAUSED_OUTPUT, true);
         }
-        let Some(limit) = read_allowance(conn, io) else {
-            conn.paused = true;
-            conn.budget_paused = true;
-            io.counters.budget_pauses += 1;
-            break;
+        pause
+    }
+
+    fn buffers(&mut self) -> &mut Buffers {
+        self.buffers.get_or_insert_with(Box::default)
+    }
+
+    /// Takes the leftover input out, to hand it to the handler beside a
+    /// mutable borrow of the rest.
+    fn take_input(&mut self) -> Vec<u8> {
+        self.buffers
+            .as_mut()
+            .map(|b| std::mem::take(&mut b.input))
+            .unwrap_or_default()
+    }
+
+    fn put_input(&mut self, input: Vec<u8>) {
+        if input.capacity() > 0 {
+            self.buffers().input = input;
+        }
+    }
+
+    /// Drops leftover input that will never be handled.
+    fn drop_input(&mut self) {
+        if let Some(b) = &mut self.buffers {
+            b.input = Vec::new();
+        }
+    }
+
+    /// Brings the server's count of buffered bytes up to date, and frees
+    /// the buffers once they are empty. When the count falls back after a
+    /// peak, the memory the allocator kept is given back to the system.
+    pub(super) fn account(&mut self, shared: &Shared) {
+        let Some(b) = &mut self.buffers else {
+            return;
         };
-        match net::recv(&conn.socket, &mut io.read_buf[..limit]) {
-            Outcome::Done(0) => {
-                conn.read_ready = false;
-                conn.input_ended = true;
-                let result = end_of_input(conn, io);
-                if let Err(reason) = result {
-                    return Next::Close(reason);
-                }
+        let empty = b.input.is_empty() && b.output.len() == b.written;
+        let held = if empty {
+            0
+        } else {
+            b.input.capacity() + b.output.capacity()
+        };
+        let accounted = std::mem::replace(&mut b.accounted, held);
+        if empty {
+            self.buffers = None;
+        }
+        if held == accounted {
+            return;
+        }
+        let max = shared.config.max_buffered;
+        if held > accounted {
+            let grown = held - accounted;
+            let total = shared.buffered.fetch_add(grown, Ordering::Relaxed) + grown;
+            if total >= max / 4 && !shared.buffered_peaked.load(Ordering::Relaxed) {
+                shared.buffered_peaked.store(true, Ordering::Relaxed);
             }
-            Outcome::Done(n) => {
-                io.counters.bytes_in += n as u64;
-                conn.last_active = io.now;
-                budget = budget.saturating_sub(n);
-                // A short read drained the socket (see the module doc).
-                if n < limit && !conn.read_to_block {
-                    conn.read_ready = false;
-                }
-                if let Err(reason) = deliver(conn, n, io) {
-                    return Next::Close(reason);
-                }
-            }
-            Outcome::WouldBlock => conn.read_ready = false,
-            Outcome::Reset(e) => {
-                debug!("read: {e}");
-                return Next::Close(CloseReason::Reset);
-            }
-            Outcome::Failed(e) => {
-                debug!("read: {e}");
-                return Next::Close(CloseReason::Error);
+        } else {
+            let shrunk = accounted - held;
+            let total = shared.buffered.fetch_sub(shrunk, Ordering::Relaxed) - shrunk;
+            if total <= max / 16 && shared.buffered_peaked.swap(false, Ordering::Relaxed) {
+                crate::sys::give_back_free_memory();
             }
         }
     }
-    if conn.pending() == 0 {
-        if conn.closing {
-            return close_by_service(conn, io, budget);
-        }
-        if conn.input_ended {
-            return Next::Close(CloseReason::Peer);
-        }
-    }
-    Next::Keep
-}
 
-/// How much the connection may read now: a full buffer while the server
-/// holds less than its buffer budget. Past it, a connection that holds
-/// bytes (output the client has not taken, input its handler left) stops
-/// reading until its output drains or the server is back under budget, and
-/// one that holds none reads a little at a time, so a client whose answers
-/// go straight out is still served and each connection adds at most one
-/// small read to the overshoot (pitfall 13: per-connection bounds are no
-/// server bound).
-pub(super) fn read_allowance<H>(conn: &Conn<H>, io: &Io<'_>) -> Option<usize> {
-    if !io.over_budget {
-        Some(io.read_buf.len())
-    } else if conn.pending() == 0 && conn.input.is_empty() {
-        Some(SMALL_READ.min(io.read_buf.len()))
-    } else {
-        None
+    /// Forgets the buffers of a connection being closed (accounted first).
+    pub(super) fn discard_buffers(&mut self, shared: &Shared) {
+        if let Some(b) = &mut self.buffers {
+            b.input.clear();
+            b.output.clear();
+            b.written = 0;
+        }
+        self.account(shared);
     }
 }
 
-/// Brings the server's count of buffered bytes up to date with what `conn`
-/// holds now. When the count falls back after a peak, the memory the
-/// allocator kept is given back to the system (off the loop's thread).
-pub(super) fn account_buffers<H>(shared: &Shared, conn: &mut Conn<H>) {
-    let held = conn.held();
-    if held == conn.accounted {
-        return;
+impl<H: Handler> Conn<H> {
+    /// Calls the handler with a context whose output is `out`; a panic in
+    /// it closes the connection as an error.
+    fn call<R>(
+        &mut self,
+        what: &str,
+        out: &mut Vec<u8>,
+        env: &Env<'_>,
+        f: impl FnOnce(&mut H, &mut Context<'_>) -> R,
+    ) -> Result<R, Fate> {
+        let id = ConnId(((env.loop_index as u64) << 32) | u64::from(self.core.generation));
+        let mut cx = Context {
+            output: out,
+            core: &mut self.core,
+            clock: env.clock,
+            id,
+        };
+        let handler = &mut self.handler;
+        contain_panic(what, || f(handler, &mut cx)).ok_or(Fate::Close(CloseReason::Error))
     }
-    let max = shared.config.max_buffered;
-    if held > conn.accounted {
-        let total = shared
-            .buffered
-            .fetch_add(held - conn.accounted, Ordering::Relaxed)
-            + (held - conn.accounted);
-        if total >= max / 4 && !shared.buffered_peaked.load(Ordering::Relaxed) {
-            shared.buffered_peaked.store(true, Ordering::Relaxed);
-        }
-    } else {
-        let total = shared
-            .buffered
-            .fetch_sub(conn.accounted - held, Ordering::Relaxed)
-            - (conn.accounted - held);
-        if total <= max / 16 && shared.buffered_peaked.swap(false, Ordering::Relaxed) {
-            crate::sys::give_back_free_memory();
-        }
-    }
-    conn.accounted = held;
-}
 
-/// The handler asked to close and its output is out. Closing now, with
-/// input unread in the kernel, would send a reset that can destroy that
-/// output before the client reads it (pitfall 8). So: send FIN
-/// (`shutdown(SHUT_WR)`), then read and discard until the client closes too,
-/// for at most `LINGER` (the reactor's timer enforces it).
-pub(super) fn close_by_service<H>(conn: &mut Conn<H>, io: &mut Io<'_>, mut budget: usize) -> Next {
-    if conn.input_ended {
-        return Next::Close(CloseReason::Service);
-    }
-    if !conn.write_shut {
-        if net::shutdown_write(&conn.socket).is_err() {
-            return Next::Close(CloseReason::Service);
+    /// `fresh` bytes arrived: the handler sees them after any leftovers,
+    /// and what it writes goes to `out`. What it leaves (at most
+    /// `max_input`) is kept for the next call.
+    pub(super) fn received(
+        &mut self,
+        fresh: &[u8],
+        out: &mut Vec<u8>,
+        env: &Env<'_>,
+    ) -> Result<(), Fate> {
+        self.core.last_active = env.clock.tick();
+        let mut leftovers = self.core.take_input();
+        // Leftovers from earlier reads come first; the new bytes join them.
+        let direct = leftovers.is_empty();
+        if !direct {
+            leftovers.extend_from_slice(fresh);
         }
-        conn.write_shut = true;
-        conn.last_active = io.now; // the lingering starts now
-    }
-    while conn.read_ready {
-        if budget == 0 {
-            return Next::Requeue;
+        let bytes = if direct { fresh } else { &leftovers[..] };
+        let mut input = Input::new(bytes);
+        let action = self.call("Handler::on_data", out, env, |h, cx| {
+            h.on_data(&mut input, cx)
+        })?;
+        let consumed = input.consumed();
+        let left = bytes.len() - consumed;
+        if action != Action::Continue {
+            // Whatever input is left will never be handled.
+            self.core.drop_input();
+            return self.apply(action);
         }
-        match net::recv(&conn.socket, io.read_buf) {
-            Outcome::Done(0) | Outcome::Reset(_) | Outcome::Failed(_) => {
-                return Next::Close(CloseReason::Service);
+        // What the handler left is what the limit bounds: a client that
+        // never ends its line (or frame) costs at most `max_input`.
+        if left > env.config.max_input {
+            debug!("input limit of {} bytes exceeded", env.config.max_input);
+            return Err(Fate::Close(CloseReason::Error));
+        }
+        if direct {
+            if left > 0 {
+                leftovers.extend_from_slice(&fresh[consumed..]);
             }
-            // Discarded; not counted as activity, so it cannot prolong the linger.
-            Outcome::Done(n) => {
-                io.counters.bytes_in += n as u64;
-                budget = budget.saturating_sub(n);
+        } else if left == 0 {
+            release(&mut leftovers);
+        } else {
+            leftovers.drain(..consumed);
+        }
+        self.core.put_input(leftovers);
+        Ok(())
+    }
+
+    /// The peer closed its side: the handler sees its leftovers and says
+    /// its last words; the connection closes once they are sent.
+    pub(super) fn read_closed(&mut self, out: &mut Vec<u8>, env: &Env<'_>) -> Result<(), Fate> {
+        if self.core.phase != Phase::Open {
+            return Ok(());
+        }
+        self.core.phase = Phase::Draining(CloseReason::Peer);
+        let leftovers = self.core.take_input();
+        self.call("Handler::on_read_closed", out, env, |h, cx| {
+            h.on_read_closed(&leftovers, cx);
+        })
+    }
+
+    /// The output has drained to the low watermark and the handler asked
+    /// to hear of it: it may write the next chunk to `out`.
+    pub(super) fn drained(&mut self, out: &mut Vec<u8>, env: &Env<'_>) -> Result<(), Fate> {
+        self.core.flags.set(Flags::DRAIN_NOTICE, false);
+        let action = self.call("Handler::on_drained", out, env, |h, cx| h.on_drained(cx))?;
+        self.apply(action)
+    }
+
+    /// The handler's deadline passed.
+    pub(super) fn deadline_passed(&mut self, out: &mut Vec<u8>, env: &Env<'_>) -> Result<(), Fate> {
+        self.core.deadline = None;
+        let action = self.call("Handler::on_deadline", out, env, |h, cx| h.on_deadline(cx))?;
+        self.apply(action)
+    }
+
+    /// Whether the handler should hear that its output drained.
+    pub(super) fn wants_drain_notice(&self, low: usize) -> bool {
+        self.core.flags.has(Flags::DRAIN_NOTICE)
+            && matches!(self.core.phase, Phase::Open | Phase::Draining(_))
+            && self.core.pending() <= low
+    }
+
+    /// Acts on what a handler call returned.
+    fn apply(&mut self, action: Action) -> Result<(), Fate> {
+        match action {
+            Action::Continue => Ok(()),
+            Action::Close => {
+                self.core.phase = match self.core.phase {
+                    Phase::Open => Phase::Closing,
+                    Phase::Draining(_) => Phase::Draining(CloseReason::Service),
+                    later => later,
+                };
+                Ok(())
             }
-            Outcome::WouldBlock => conn.read_ready = false,
+            Action::Abort => Err(Fate::Abort),
         }
     }
-    Next::Keep
 }
 
-/// Hands the `n` bytes just read (in `io.read_buf`) to the handler, then
-/// writes what it produced.
-pub(super) fn deliver<H: Handler>(
-    conn: &mut Conn<H>,
-    n: usize,
-    io: &mut Io<'_>,
-) -> Result<(), CloseReason> {
-    let fresh = &io.read_buf[..n];
-    // Leftovers from earlier reads come first; the new bytes join them.
-    let direct = conn.input.is_empty();
-    if !direct {
-        conn.input.extend_from_slice(fresh);
-    }
-    let (out, into_scratch) = output_target(&mut conn.output, conn.written, io.scratch);
-    let mut input = Input::new(if direct { fresh } else { &conn.input });
-    let handler = &mut conn.handler;
-    let action = contain_panic("Handler::on_data", || handler.on_data(&mut input, out))
-        .ok_or(CloseReason::Error)?;
-    let consumed = input.consumed();
-    if action == Action::Close {
-        // Whatever input is left will never be handled.
-        conn.closing = true;
-        release(&mut conn.input);
-        return send_output(conn, into_scratch, io);
-    }
-    // What the handler left is what the limit bounds: a client that never
-    // ends its line (or frame) costs at most `max_input`.
-    let left = if direct { n } else { conn.input.len() } - consumed;
-    if left > io.config.max_input {
-        debug!("input limit of {} bytes exceeded", io.config.max_input);
-        return Err(CloseReason::Error);
-    }
-    if direct {
-        conn.input.extend_from_slice(&fresh[consumed..]);
-    } else if left == 0 {
-        release(&mut conn.input);
-    } else {
-        conn.input.drain(..consumed);
-    }
-    send_output(conn, into_scratch, io)
-}
-
-/// Read returned 0: lets the handler see its leftovers and say its last
-/// words, then flushes.
-pub(super) fn end_of_input<H: Handler>(
-    conn: &mut Conn<H>,
-    io: &mut Io<'_>,
-) -> Result<(), CloseReason> {
-    let (out, into_scratch) = output_target(&mut conn.output, conn.written, io.scratch);
-    let (handler, unconsumed) = (&mut conn.handler, &conn.input);
-    contain_panic("Handler::on_read_closed", || {
-        handler.on_read_closed(unconsumed, out)
-    })
-    .ok_or(CloseReason::Error)?;
-    release(&mut conn.input);
-    send_output(conn, into_scratch, io)
-}
-
-/// Where a handler's new output goes: the loop's scratch buffer when the
-/// connection has nothing pending (it is written straight from there), else
-/// behind the pending output. Also says whether it is the scratch.
-pub(super) fn output_target<'a>(
-    output: &'a mut Vec<u8>,
-    written: usize,
-    scratch: &'a mut Vec<u8>,
-) -> (&'a mut Vec<u8>, bool) {
-    if output.len() == written {
-        scratch.clear();
-        (scratch, true)
-    } else {
-        (output, false)
-    }
-}
-
-/// Writes new output: straight from the scratch buffer when nothing else is
-/// pending (keeping only what the socket did not take), else by flushing the
-/// connection's own buffer. Pauses reading above the high watermark.
-pub(super) fn send_output<H>(
-    conn: &mut Conn<H>,
-    from_scratch: bool,
-    io: &mut Io<'_>,
-) -> Result<(), CloseReason> {
-    if from_scratch {
-        if !io.scratch.is_empty() {
-            let sent = write_all(&conn.socket, io.scratch, &mut conn.write_ready, io.counters)?;
-            if sent > 0 {
-                conn.last_active = io.now;
-            }
-            conn.output.extend_from_slice(&io.scratch[sent..]);
-        }
-        // One huge answer must not pin its memory for the loop's lifetime.
-        if io.scratch.capacity() > MAX_SCRATCH {
-            *io.scratch = Vec::new();
-        }
-    } else if conn.write_ready {
-        flush(conn, io)?;
-    }
-    if !conn.paused && conn.pending() >= io.config.high_watermark {
-        conn.paused = true;
-        io.counters.backpressure_pauses += 1;
-    }
-    Ok(())
-}
-
-/// Writes the connection's pending output until done or the socket is full.
-pub(super) fn flush<H>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Result<(), CloseReason> {
-    let sent = write_all(
-        &conn.socket,
-        &conn.output[conn.written..],
-        &mut conn.write_ready,
-        io.counters,
-    )?;
-    if sent > 0 {
-        conn.last_active = io.now;
-    }
-    conn.written += sent;
-    if conn.written == conn.output.len() {
-        conn.written = 0;
-        release(&mut conn.output);
-    }
-    Ok(())
-}
-
-/// Empties `buf` and gives its memory back when it is large, so that idle
-/// connections stay cheap.
+/// Empties `buf` and gives its memory back when it is large.
 pub(super) fn release(buf: &mut Vec<u8>) {
     if buf.capacity() > KEEP_BUFFER {
         *buf = Vec::new();
@@ -397,31 +462,17 @@ pub(super) fn release(buf: &mut Vec<u8>) {
     }
 }
 
-/// Writes as much of `buf` as the socket takes; returns how much.
-pub(super) fn write_all(
-    socket: &OwnedFd,
-    buf: &[u8],
-    write_ready: &mut bool,
-    counters: &mut Counters,
-) -> Result<usize, CloseReason> {
-    let mut sent = 0;
-    while sent < buf.len() {
-        match net::send(socket, &buf[sent..]) {
-            Outcome::Done(n) => sent += n,
-            Outcome::WouldBlock => {
-                *write_ready = false;
-                break;
-            }
-            Outcome::Reset(e) => {
-                debug!("write: {e}");
-                return Err(CloseReason::Reset);
-            }
-            Outcome::Failed(e) => {
-                debug!("write: {e}");
-                return Err(CloseReason::Error);
-            }
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::services::{Discard, Echo};
+
+    /// An idle connection of a stateless service costs its slab slot and
+    /// nothing else (issue 9: at most 64 bytes of user-space memory).
+    #[test]
+    fn an_idle_connection_fits_in_a_small_slab_slot() {
+        assert!(size_of::<Core>() <= 32, "{}", size_of::<Core>());
+        assert_eq!(size_of::<Conn<Echo>>(), size_of::<Core>());
+        assert_eq!(size_of::<Conn<Discard>>(), size_of::<Core>());
     }
-    counters.bytes_out += sent as u64;
-    Ok(sent)
 }

@@ -35,6 +35,7 @@
 mod accept;
 mod conn;
 mod mailbox;
+mod readiness;
 
 use std::io;
 use std::net::TcpListener;
@@ -46,15 +47,19 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 use tracing::{debug, error, info};
 
+use crate::clock::{Clock, Tick};
 use crate::config::Config;
+use crate::net;
 use crate::poll::{Event, Events, Interest, Poller, Token};
 use crate::service::{CloseReason, Handler, Service};
 use crate::stats::Counters;
 use crate::timer::{Deadline, Timers};
 
 use accept::{ACCEPT_BUDGET, AcceptPause, Listener};
-use conn::{Conn, Io, Next, account_buffers, drive_conn, update_interest};
+pub(crate) use conn::Core;
+use conn::{Conn, Env, Fate, Flags, Phase};
 pub(crate) use mailbox::{Command, LoopHandle};
+use readiness::{Io, Next, drive_conn, update_interest};
 
 /// The waker's token; listeners count down from just below it, connections
 /// count up from 0 (slab keys).
@@ -73,9 +78,6 @@ const READ_BUFFER: usize = 64 * 1024;
 /// Size of the per-loop read buffer (one read's worth).
 /// Mailbox commands handled per turn.
 const MAILBOX_BUDGET: usize = 1024;
-/// How long a connection closed by its handler waits for the client to
-/// close after our FIN, discarding what it still sends.
-const LINGER: Duration = Duration::from_secs(5);
 /// How often a loop with connections paused by the budget looks whether
 /// the server is back under it.
 const BUDGET_RECHECK: Duration = Duration::from_millis(100);
@@ -123,17 +125,17 @@ pub(crate) struct Reactor<S: Service> {
     ready: Vec<usize>,
     ready_batch: Vec<usize>,
     timers: Timers,
-    next_generation: u64,
+    next_generation: u32,
     read_buf: Box<[u8]>,
     scratch: Vec<u8>,
     counters: Counters,
-    now: Instant,
+    clock: Clock,
     accept_pause: Option<AcceptPause>,
     /// Newcomers wait in the backlog for a connection slot until then.
     limit_wait: Option<Instant>,
     /// Connections paused by the buffer budget (key, generation), and when
     /// to look whether the server is back under it.
-    budget_paused: Vec<(usize, u64)>,
+    budget_paused: Vec<(usize, u32)>,
     budget_recheck: Option<Instant>,
     drain_deadline: Option<Instant>,
     cut: u64,
@@ -174,7 +176,7 @@ impl<S: Service> Reactor<S> {
             read_buf: vec![0; READ_BUFFER].into_boxed_slice(),
             scratch: Vec::new(),
             counters: Counters::default(),
-            now: Instant::now(),
+            clock: Clock::start(),
             accept_pause: None,
             limit_wait: None,
             budget_paused: Vec::new(),
@@ -190,7 +192,7 @@ impl<S: Service> Reactor<S> {
         while !(self.drain_deadline.is_some() && self.conns.is_empty()) {
             let timeout = self.timeout();
             self.poller.wait(&mut events, timeout)?;
-            self.now = Instant::now();
+            self.clock.advance();
             for event in events.iter() {
                 self.dispatch(event);
             }
@@ -243,13 +245,15 @@ impl<S: Service> Reactor<S> {
                 let Some(conn) = self.conns.get_mut(key) else {
                     return; // closed earlier in this batch
                 };
+                let flags = &mut conn.core.flags;
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
-                    conn.read_ready = true;
-                    conn.read_to_block |=
-                        event.is_read_closed() || event.is_error() || event.is_priority();
+                    flags.set(Flags::READ_READY, true);
+                    if event.is_read_closed() || event.is_error() || event.is_priority() {
+                        flags.set(Flags::READ_TO_BLOCK, true);
+                    }
                 }
                 if event.is_writable() || event.is_write_closed() || event.is_error() {
-                    conn.write_ready = true;
+                    flags.set(Flags::WRITE_READY, true);
                 }
                 self.drive(key);
             }
@@ -273,7 +277,7 @@ impl<S: Service> Reactor<S> {
         std::mem::swap(&mut batch, &mut self.ready);
         for key in batch.drain(..) {
             if let Some(conn) = self.conns.get_mut(key) {
-                conn.queued = false;
+                conn.core.flags.set(Flags::QUEUED, false);
                 self.drive(key);
             }
         }
@@ -304,57 +308,103 @@ impl<S: Service> Reactor<S> {
         let mut io = Io {
             read_buf: &mut self.read_buf,
             scratch: &mut self.scratch,
-            config,
+            env: Env {
+                clock: &self.clock,
+                config,
+                loop_index: self.index,
+            },
             counters: &mut self.counters,
-            now: self.now,
             over_budget,
         };
-        let was_shut = conn.write_shut;
-        let was_budget_paused = conn.budget_paused;
         let next = drive_conn(conn, &mut io);
-        account_buffers(&self.shared, conn);
-        if conn.budget_paused && !was_budget_paused {
-            self.budget_paused.push((key, conn.generation));
-            self.budget_recheck.get_or_insert(self.now + BUDGET_RECHECK);
-        }
-        // The linger deadline is armed where the FIN went out, whatever the
-        // drive returns: a flood that spends the read budget while being
-        // discarded must not keep the connection forever.
-        if conn.write_shut && !was_shut {
-            let generation = conn.generation;
-            self.timers.insert(Deadline {
-                at: self.now + LINGER,
-                key,
-                generation,
-            });
+        self.settle(key, next);
+    }
+
+    /// After a connection was driven or called: accounts its buffers,
+    /// tells the poller what it wants, arms its deadlines, and ends or
+    /// requeues it as `next` says.
+    fn settle(&mut self, key: usize, next: Next) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.core.account(&self.shared);
+        let flags = &mut conn.core.flags;
+        if flags.has(Flags::PAUSED_BUDGET) && !flags.has(Flags::BUDGET_LISTED) {
+            flags.set(Flags::BUDGET_LISTED, true);
+            self.budget_paused.push((key, conn.core.generation));
+            self.budget_recheck
+                .get_or_insert(self.clock.now + BUDGET_RECHECK);
         }
         let next = match next {
-            Next::Close(reason) => Next::Close(reason),
+            Next::End(fate) => Next::End(fate),
             other => match update_interest(&self.poller, conn, key) {
                 Ok(()) => other,
                 Err(e) => {
                     debug!("connection {key}: {e}");
-                    Next::Close(CloseReason::Error)
+                    Next::End(Fate::Close(CloseReason::Error))
                 }
             },
         };
         match next {
-            Next::Keep => {}
+            Next::Keep => self.arm(key),
             Next::Requeue => {
-                if !conn.queued {
-                    conn.queued = true;
+                if !conn.core.flags.has(Flags::QUEUED) {
+                    conn.core.flags.set(Flags::QUEUED, true);
                     self.ready.push(key);
                 }
+                self.arm(key);
             }
-            Next::Close(reason) => self.close(key, reason),
+            Next::End(Fate::Close(reason)) => self.close(key, reason),
+            Next::End(Fate::Abort) => {
+                if let Err(e) = net::reset_on_close(&conn.core.socket) {
+                    debug!("connection {key}: abort: {e}");
+                }
+                self.close(key, CloseReason::Service);
+            }
         }
+    }
+
+    /// When the connection's next deadline is due, if any: its linger
+    /// while lingering; else its handler's deadline and its idle timeout.
+    fn next_deadline(&self, core: &Core) -> Option<Tick> {
+        let config = &self.shared.config;
+        if core.phase == Phase::Lingering {
+            return Some(Clock::later(core.last_active, config.linger));
+        }
+        let idle = config
+            .idle_timeout
+            .map(|idle| Clock::later(core.last_active, idle));
+        match (idle, core.deadline()) {
+            (Some(a), Some(b)) => Some(if earlier(a, b) { a } else { b }),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Makes sure the timers will look at the connection by its next
+    /// deadline: a heap entry is added only when the deadline is earlier
+    /// than the one already armed, so activity costs nothing here.
+    fn arm(&mut self, key: usize) {
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        let Some(next) = self.next_deadline(&conn.core) else {
+            return;
+        };
+        if conn.core.armed.is_some_and(|armed| !earlier(next, armed)) {
+            return;
+        }
+        let generation = conn.core.generation;
+        self.timers.insert(Deadline {
+            at: self.clock.instant(next),
+            key,
+            generation,
+        });
+        self.conns[key].core.armed = Some(next);
     }
 
     fn close(&mut self, key: usize, reason: CloseReason) {
         let mut conn = self.conns.remove(key);
-        conn.input = Vec::new();
-        conn.output = Vec::new();
-        account_buffers(&self.shared, &mut conn);
+        conn.core.discard_buffers(&self.shared);
         contain_panic("Handler::on_close", || conn.handler.on_close(reason));
         self.counters.closed[reason.index()] += 1;
         drop(conn); // closing the descriptor also removes it from the queue
@@ -368,7 +418,7 @@ impl<S: Service> Reactor<S> {
             self.timers.retain(|d| {
                 conns
                     .get(d.key)
-                    .is_some_and(|c| c.generation == d.generation)
+                    .is_some_and(|c| c.core.generation == d.generation)
             });
         }
         self.retry_accepting();
@@ -388,7 +438,7 @@ impl<S: Service> Reactor<S> {
     /// connection, including any the acceptor hands over afterwards.
     fn force_close(&mut self) {
         self.begin_shutdown();
-        self.drain_deadline = Some(self.now);
+        self.drain_deadline = Some(self.clock.now);
     }
 
     /// Resumes the connections the buffer budget paused once the server
@@ -396,38 +446,37 @@ impl<S: Service> Reactor<S> {
     fn recheck_budget(&mut self) {
         let max = self.shared.config.max_buffered;
         if self.shared.buffered.load(Ordering::Relaxed) > max / 4 * 3 {
-            self.budget_recheck = Some(self.now + BUDGET_RECHECK);
+            self.budget_recheck = Some(self.clock.now + BUDGET_RECHECK);
             return;
         }
         self.budget_recheck = None;
-        let low = self.shared.config.low_watermark;
         for (key, generation) in std::mem::take(&mut self.budget_paused) {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
-            if conn.generation != generation || !conn.budget_paused {
+            if conn.core.generation != generation {
                 continue;
             }
-            conn.budget_paused = false;
-            // Above the low watermark it stays paused, for its output.
-            if conn.paused && conn.pending() <= low {
-                conn.paused = false;
+            let flags = &mut conn.core.flags;
+            flags.set(Flags::BUDGET_LISTED, false);
+            if flags.has(Flags::PAUSED_BUDGET) {
+                flags.set(Flags::PAUSED_BUDGET, false);
                 self.drive(key);
             }
         }
     }
 
     fn fire_timers(&mut self) {
-        if self.budget_recheck.is_some_and(|at| at <= self.now) {
+        if self.budget_recheck.is_some_and(|at| at <= self.clock.now) {
             self.recheck_budget();
         }
         if let Some(pause) = &self.accept_pause
-            && pause.until <= self.now
+            && pause.until <= self.clock.now
         {
             self.retry_accepting();
         }
         if let Some(deadline) = self.drain_deadline
-            && deadline <= self.now
+            && deadline <= self.clock.now
             && !self.conns.is_empty()
         {
             info!(
@@ -437,30 +486,56 @@ impl<S: Service> Reactor<S> {
             );
             self.close_all();
         }
-        while let Some(due) = self.timers.pop_due(self.now) {
-            let Some(conn) = self.conns.get(due.key) else {
-                continue;
-            };
-            if conn.generation != due.generation {
-                continue;
-            }
-            // Lingering after the handler's close: its time is up, or the
-            // idle timer may still close it (as the handler's close).
-            let (limit, reason) = if conn.write_shut {
-                (Some(LINGER), CloseReason::Service)
-            } else {
-                (self.shared.config.idle_timeout, CloseReason::Idle)
-            };
-            // No limit, or one past what an Instant can hold: never due.
-            let Some(expires) = limit.and_then(|limit| conn.last_active.checked_add(limit)) else {
-                continue;
-            };
-            if expires <= self.now {
-                self.close(due.key, reason);
-            } else {
-                self.timers.insert(Deadline { at: expires, ..due });
-            }
+        while let Some(due) = self.timers.pop_due(self.clock.now) {
+            self.deadline_due(due);
         }
+    }
+
+    /// A timer entry fell due: acts on whichever of the connection's
+    /// deadlines has passed, or re-arms it for the next.
+    fn deadline_due(&mut self, due: Deadline) {
+        let Some(conn) = self.conns.get_mut(due.key) else {
+            return;
+        };
+        if conn.core.generation != due.generation {
+            return;
+        }
+        // An entry that is no longer the earliest one armed is stale.
+        if conn
+            .core
+            .armed
+            .is_some_and(|armed| !self.clock.reached(armed))
+        {
+            return;
+        }
+        conn.core.armed = None;
+        let config = &self.shared.config;
+        let core = &conn.core;
+        let passed = |limit: Option<std::time::Duration>| {
+            limit.is_some_and(|limit| self.clock.reached(Clock::later(core.last_active, limit)))
+        };
+        if core.phase == Phase::Lingering {
+            if passed(Some(config.linger)) {
+                return self.close(due.key, CloseReason::Service);
+            }
+        } else if passed(config.idle_timeout) {
+            return self.close(due.key, CloseReason::Idle);
+        } else if core.deadline().is_some_and(|d| self.clock.reached(d)) {
+            let mut io = Io {
+                read_buf: &mut self.read_buf,
+                scratch: &mut self.scratch,
+                env: Env {
+                    clock: &self.clock,
+                    config,
+                    loop_index: self.index,
+                },
+                counters: &mut self.counters,
+                over_budget: false,
+            };
+            let next = readiness::deadline_passed(conn, &mut io);
+            return self.settle(due.key, next);
+        }
+        self.arm(due.key);
     }
 
     // ---- shutdown --------------------------------------------------------
@@ -475,7 +550,7 @@ impl<S: Service> Reactor<S> {
         }
         self.accept_pause = None;
         // Whoever waits for a slot is refused now, not left in the backlog.
-        self.limit_wait = Some(self.now);
+        self.limit_wait = Some(self.clock.now);
         for i in 0..self.listeners.len() {
             self.accept(i, usize::MAX);
         }
@@ -491,7 +566,7 @@ impl<S: Service> Reactor<S> {
                 }
             }
         }
-        self.drain_deadline = Some(self.now + self.shared.config.shutdown_timeout);
+        self.drain_deadline = Some(self.clock.now + self.shared.config.shutdown_timeout);
         debug!(
             loop_index = self.index,
             open = self.conns.len(),
@@ -511,4 +586,9 @@ fn contain_panic<T>(what: &str, f: impl FnOnce() -> T) -> Option<T> {
             None
         }
     }
+}
+
+/// Whether tick `a` comes before tick `b` (both within `MAX_SPAN` of now).
+fn earlier(a: Tick, b: Tick) -> bool {
+    a.is_before(b)
 }

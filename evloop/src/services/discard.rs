@@ -1,3 +1,4 @@
+use crate::context::Context;
 use crate::service::{Action, Handler, Input};
 
 /// Discard (RFC 863): reads and drops everything, sends nothing.
@@ -5,7 +6,7 @@ use crate::service::{Action, Handler, Input};
 pub struct Discard;
 
 impl Handler for Discard {
-    fn on_data(&mut self, input: &mut Input<'_>, _output: &mut Vec<u8>) -> Action {
+    fn on_data(&mut self, input: &mut Input<'_>, _cx: &mut Context<'_>) -> Action {
         input.consume_all();
         Action::Continue
     }

@@ -1,3 +1,4 @@
+use crate::context::Context;
 use crate::service::{Action, Handler, Input};
 
 /// Echo (RFC 862): sends back every byte it receives, in order. When the
@@ -6,8 +7,8 @@ use crate::service::{Action, Handler, Input};
 pub struct Echo;
 
 impl Handler for Echo {
-    fn on_data(&mut self, input: &mut Input<'_>, output: &mut Vec<u8>) -> Action {
-        output.extend_from_slice(input.bytes());
+    fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Action {
+        cx.write(input.bytes());
         input.consume_all();
         Action::Continue
     }

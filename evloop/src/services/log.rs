@@ -3,6 +3,7 @@ use std::net::SocketAddr;
 
 use tracing::info;
 
+use crate::context::Context;
 use crate::service::{Action, CloseReason, Handler, Input, Service};
 
 /// The seed's behaviour: logs (at info level, target `evloop::log`) a line
@@ -34,7 +35,7 @@ pub struct LogConn {
 }
 
 impl Handler for LogConn {
-    fn on_data(&mut self, input: &mut Input<'_>, _output: &mut Vec<u8>) -> Action {
+    fn on_data(&mut self, input: &mut Input<'_>, _cx: &mut Context<'_>) -> Action {
         // Everything is consumed every time, so the input is exactly this read.
         let bytes = input.bytes();
         if self.hexdump {

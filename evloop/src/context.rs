@@ -1,0 +1,101 @@
+//! What a handler can see of its connection and ask of the loop.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::clock::Clock;
+use crate::reactor::Core;
+
+/// A connection's identity, unique among the open connections of a server
+/// (the loop's index and the connection's sequence number on that loop).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub(crate) u64);
+
+impl ConnId {
+    /// The identity as a number, e.g. for logs.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.0 >> 32, self.0 & u64::from(u32::MAX))
+    }
+}
+
+/// Passed to every [`Handler`](crate::Handler) call: the connection's
+/// output, and what the handler may ask of the loop for this connection —
+/// a deadline of its own, pausing its input, hearing when its output has
+/// drained. Requests take effect when the call returns.
+pub struct Context<'a> {
+    pub(crate) output: &'a mut Vec<u8>,
+    pub(crate) core: &'a mut Core,
+    pub(crate) clock: &'a Clock,
+    pub(crate) id: ConnId,
+}
+
+impl fmt::Debug for Context<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("id", &self.id)
+            .field("output", &self.output.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context<'_> {
+    /// The bytes to send: append to it. The loop writes them out after the
+    /// call, and stops reading from the connection while too much of its
+    /// output is pending (backpressure).
+    pub fn output(&mut self) -> &mut Vec<u8> {
+        self.output
+    }
+
+    /// Appends `bytes` to the output.
+    pub fn write(&mut self, bytes: &[u8]) {
+        self.output.extend_from_slice(bytes);
+    }
+
+    /// The connection's identity.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// Calls [`Handler::on_deadline`](crate::Handler::on_deadline) once
+    /// `after` has passed (from now), unless cleared or set again first.
+    /// Unlike the server's idle timeout, traffic does not move it: a
+    /// protocol's deadline (a request's headers, a handshake) runs from when
+    /// it is set. At most 24 days.
+    pub fn set_deadline(&mut self, after: Duration) {
+        self.core.set_deadline(Some(self.clock.tick_after(after)));
+    }
+
+    /// Cancels the deadline set by [`set_deadline`](Self::set_deadline).
+    pub fn clear_deadline(&mut self) {
+        self.core.set_deadline(None);
+    }
+
+    /// Stops reading from the connection until
+    /// [`resume_reading`](Self::resume_reading): input stays in the kernel
+    /// (and the client is slowed by TCP's flow control), not in memory.
+    pub fn pause_reading(&mut self) {
+        self.core.pause_by_handler(true);
+    }
+
+    /// Reads from the connection again after
+    /// [`pause_reading`](Self::pause_reading).
+    pub fn resume_reading(&mut self) {
+        self.core.pause_by_handler(false);
+    }
+
+    /// Calls [`Handler::on_drained`](crate::Handler::on_drained) once the
+    /// output pending on this connection has fallen to the low watermark
+    /// (at once if it already has). A handler that streams a response of
+    /// any length asks for this, appends a chunk each time it is called,
+    /// and asks again: its memory stays within the watermarks however
+    /// slowly the client reads.
+    pub fn notify_drained(&mut self) {
+        self.core.request_drain_notice();
+    }
+}

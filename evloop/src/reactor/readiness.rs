@@ -1,0 +1,319 @@
+//! The readiness driver (epoll, kqueue): moves a connection's bytes with
+//! non-blocking `recv`/`send` when its socket is ready, and feeds the
+//! connection's state machine (`conn.rs`).
+//!
+//! Input is read into one buffer per loop; a handler sees it there unless
+//! it left bytes unconsumed earlier. Output is produced into one scratch
+//! buffer per loop and written at once; only what the socket refuses is
+//! copied into the connection's own buffer. So a request answered at once
+//! allocates nothing and copies its answer once.
+
+use std::io;
+
+use tracing::debug;
+
+use super::conn::{Conn, Env, Fate, Flags, Phase};
+use crate::net::{self, Outcome};
+use crate::poll::{Poller, Token};
+use crate::service::{CloseReason, Handler};
+use crate::stats::Counters;
+
+/// The loop's output scratch buffer is freed when a handler made it larger.
+const MAX_SCRATCH: usize = 1024 * 1024;
+/// Past the server's buffer budget, a connection that holds no bytes reads
+/// this much at a time: it is served, in small steps, and piles up at most
+/// this much.
+const SMALL_READ: usize = 4 * 1024;
+
+/// What became of a connection after it was driven.
+pub(super) enum Next {
+    Keep,
+    /// It stopped with work left (its read or write budget spent): serve it
+    /// again this turn.
+    Requeue,
+    /// It ended.
+    End(Fate),
+}
+
+/// The loop-wide state a connection is driven with, borrowed apart from the
+/// connection table.
+pub(super) struct Io<'a> {
+    pub(super) read_buf: &'a mut [u8],
+    pub(super) scratch: &'a mut Vec<u8>,
+    pub(super) env: Env<'a>,
+    pub(super) counters: &'a mut Counters,
+    /// The server's connections hold more than its buffer budget.
+    pub(super) over_budget: bool,
+}
+
+/// Tells the poller what the connection now wants, if that changed.
+pub(super) fn update_interest<H>(
+    poller: &Poller,
+    conn: &mut Conn<H>,
+    key: usize,
+) -> io::Result<()> {
+    let wanted = conn.core.wanted_interest();
+    if wanted != conn.core.interest {
+        poller.reregister(&conn.core.socket, Token(key), wanted)?;
+        conn.core.interest = wanted;
+    }
+    Ok(())
+}
+
+/// Flushes, feeds the handler what it asked for and what arrives, until the
+/// connection would block, spends its budget, is paused, or is done.
+pub(super) fn drive_conn<H: Handler>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Next {
+    match drive_phases(conn, io) {
+        Ok(next) => next,
+        Err(fate) => Next::End(fate),
+    }
+}
+
+/// The handler's deadline passed: it is called, and what it wrote is sent
+/// by a drive like any other output.
+pub(super) fn deadline_passed<H: Handler>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Next {
+    io.scratch.clear();
+    let said = conn.deadline_passed(io.scratch, &io.env);
+    match send_output(conn, io, said).and_then(|()| drive_phases(conn, io)) {
+        Ok(next) => next,
+        Err(fate) => Next::End(fate),
+    }
+}
+
+fn drive_phases<H: Handler>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Result<Next, Fate> {
+    if conn.core.flags.has(Flags::WRITE_READY) && conn.core.pending() > 0 {
+        flush(conn, io)?;
+    }
+    conn.core.resume_if_drained(io.env.config.low_watermark);
+    let mut budget = io.env.config.read_budget;
+    if stream_drained(conn, io, &mut budget)? {
+        return Ok(Next::Requeue);
+    }
+    match conn.core.phase {
+        Phase::Open => {
+            if read_and_deliver(conn, io, &mut budget)? {
+                return Ok(Next::Requeue);
+            }
+            if stream_drained(conn, io, &mut budget)? {
+                return Ok(Next::Requeue);
+            }
+        }
+        Phase::Lingering => return discard(conn, io, budget),
+        Phase::Draining(_) | Phase::Closing => {}
+    }
+    if conn.core.pending() > 0 {
+        return Ok(Next::Keep);
+    }
+    match conn.core.phase {
+        Phase::Draining(reason) => Err(Fate::Close(reason)),
+        Phase::Closing => start_lingering(conn, io, budget),
+        Phase::Open | Phase::Lingering => Ok(Next::Keep),
+    }
+}
+
+/// Reads and hands input to the handler while the connection wants it;
+/// returns true if the read budget ran out with input left.
+fn read_and_deliver<H: Handler>(
+    conn: &mut Conn<H>,
+    io: &mut Io<'_>,
+    budget: &mut usize,
+) -> Result<bool, Fate> {
+    while conn.core.flags.has(Flags::READ_READY) && conn.core.wants_read() {
+        if *budget == 0 {
+            return Ok(true);
+        }
+        let Some(limit) = read_allowance(conn, io) else {
+            conn.core.flags.set(Flags::PAUSED_BUDGET, true);
+            io.counters.budget_pauses += 1;
+            break;
+        };
+        match net::recv(&conn.core.socket, &mut io.read_buf[..limit]) {
+            Outcome::Done(0) => {
+                conn.core.flags.set(Flags::READ_READY, false);
+                io.scratch.clear();
+                let said = conn.read_closed(io.scratch, &io.env);
+                send_output(conn, io, said)?;
+            }
+            Outcome::Done(n) => {
+                io.counters.bytes_in += n as u64;
+                *budget = budget.saturating_sub(n);
+                // A short read drained the socket: a byte that arrives later
+                // raises a new edge, so the WouldBlock read would be a wasted
+                // system call per request.
+                if n < limit && !conn.core.flags.has(Flags::READ_TO_BLOCK) {
+                    conn.core.flags.set(Flags::READ_READY, false);
+                }
+                io.scratch.clear();
+                let said = conn.received(&io.read_buf[..n], io.scratch, &io.env);
+                send_output(conn, io, said)?;
+            }
+            Outcome::WouldBlock => conn.core.flags.set(Flags::READ_READY, false),
+            Outcome::Reset(e) => {
+                debug!("read: {e}");
+                return Err(Fate::Close(CloseReason::Reset));
+            }
+            Outcome::Failed(e) => {
+                debug!("read: {e}");
+                return Err(Fate::Close(CloseReason::Error));
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// Calls the handler back while it streams (it asked to hear when its
+/// output drained) and the socket takes what it writes; returns true if
+/// the budget ran out with the handler still streaming.
+fn stream_drained<H: Handler>(
+    conn: &mut Conn<H>,
+    io: &mut Io<'_>,
+    budget: &mut usize,
+) -> Result<bool, Fate> {
+    let low = io.env.config.low_watermark;
+    while conn.wants_drain_notice(low) {
+        if *budget == 0 {
+            return Ok(true);
+        }
+        io.scratch.clear();
+        let said = conn.drained(io.scratch, &io.env);
+        // A handler that asks again without writing must not spin here.
+        *budget = budget.saturating_sub(io.scratch.len().max(1));
+        send_output(conn, io, said)?;
+    }
+    Ok(false)
+}
+
+/// How much the connection may read now: a full buffer while the server
+/// holds less than its buffer budget. Past it, a connection that holds
+/// bytes (output the client has not taken, input its handler left) stops
+/// reading until its output drains or the server is back under budget, and
+/// one that holds none reads a little at a time, so a client whose answers
+/// go straight out is still served and each connection adds at most one
+/// small read to the overshoot (pitfall 13: per-connection bounds are no
+/// server bound).
+fn read_allowance<H>(conn: &Conn<H>, io: &Io<'_>) -> Option<usize> {
+    if !io.over_budget {
+        Some(io.read_buf.len())
+    } else if !conn.core.holds_bytes() {
+        Some(SMALL_READ.min(io.read_buf.len()))
+    } else {
+        None
+    }
+}
+
+/// The handler closed and its output is out. Closing now, with input
+/// unread in the kernel, would send a reset that can destroy that output
+/// before the client reads it (pitfall 8). So: send FIN
+/// (`shutdown(SHUT_WR)`), then read and discard until the client closes too,
+/// for at most the linger time (the loop's timers enforce it).
+fn start_lingering<H>(conn: &mut Conn<H>, io: &mut Io<'_>, budget: usize) -> Result<Next, Fate> {
+    if net::shutdown_write(&conn.core.socket).is_err() {
+        return Err(Fate::Close(CloseReason::Service));
+    }
+    conn.core.phase = Phase::Lingering;
+    conn.core.last_active = io.env.clock.tick(); // the lingering starts now
+    discard(conn, io, budget)
+}
+
+/// Reads and drops what a lingering connection's client still sends.
+/// Discarded bytes are not activity: they cannot prolong the linger.
+fn discard<H>(conn: &mut Conn<H>, io: &mut Io<'_>, mut budget: usize) -> Result<Next, Fate> {
+    while conn.core.flags.has(Flags::READ_READY) {
+        if budget == 0 {
+            return Ok(Next::Requeue);
+        }
+        match net::recv(&conn.core.socket, io.read_buf) {
+            Outcome::Done(0) | Outcome::Reset(_) | Outcome::Failed(_) => {
+                return Err(Fate::Close(CloseReason::Service));
+            }
+            Outcome::Done(n) => {
+                io.counters.bytes_in += n as u64;
+                budget = budget.saturating_sub(n);
+            }
+            Outcome::WouldBlock => conn.core.flags.set(Flags::READ_READY, false),
+        }
+    }
+    Ok(Next::Keep)
+}
+
+/// Writes the output a handler call produced into the loop's scratch
+/// buffer, then ends the connection if the call said so. With nothing
+/// pending, the output goes straight from the scratch and only what the
+/// socket does not take is kept; else it queues behind what is pending.
+/// Pauses reading above the high watermark.
+fn send_output<H>(conn: &mut Conn<H>, io: &mut Io<'_>, said: Result<(), Fate>) -> Result<(), Fate> {
+    // An abort, a panic or a broken input limit ends it with nothing sent.
+    said?;
+    if !io.scratch.is_empty() {
+        if conn.core.pending() > 0 {
+            // Behind what is already pending, in order.
+            conn.core.keep_output(io.scratch);
+            if conn.core.flags.has(Flags::WRITE_READY) {
+                flush(conn, io)?;
+            }
+        } else {
+            write_from_scratch(conn, io)?;
+        }
+    }
+    // One huge answer must not pin its memory for the loop's lifetime.
+    if io.scratch.capacity() > MAX_SCRATCH {
+        *io.scratch = Vec::new();
+    }
+    if conn.core.pause_if_full(io.env.config.high_watermark) {
+        io.counters.backpressure_pauses += 1;
+    }
+    Ok(())
+}
+
+fn write_from_scratch<H>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Result<(), Fate> {
+    let ready = conn.core.flags.has(Flags::WRITE_READY);
+    let (sent, still_ready) = if ready {
+        write_all(&conn.core.socket, io.scratch, io.counters)?
+    } else {
+        (0, false)
+    };
+    conn.core.flags.set(Flags::WRITE_READY, still_ready);
+    if sent > 0 {
+        conn.core.last_active = io.env.clock.tick();
+    }
+    conn.core.keep_output(&io.scratch[sent..]);
+    Ok(())
+}
+
+/// Writes the connection's pending output until done or the socket is full.
+fn flush<H>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Result<(), Fate> {
+    let (sent, still_ready) = write_all(&conn.core.socket, conn.core.unsent(), io.counters)?;
+    conn.core.flags.set(Flags::WRITE_READY, still_ready);
+    conn.core.sent(sent, io.env.clock.tick());
+    Ok(())
+}
+
+/// Writes as much of `buf` as the socket takes; returns how much, and
+/// whether the socket may take more.
+fn write_all(
+    socket: &impl std::os::fd::AsFd,
+    buf: &[u8],
+    counters: &mut Counters,
+) -> Result<(usize, bool), Fate> {
+    let mut sent = 0;
+    let mut ready = true;
+    while sent < buf.len() {
+        match net::send(socket, &buf[sent..]) {
+            Outcome::Done(n) => sent += n,
+            Outcome::WouldBlock => {
+                ready = false;
+                break;
+            }
+            Outcome::Reset(e) => {
+                debug!("write: {e}");
+                return Err(Fate::Close(CloseReason::Reset));
+            }
+            Outcome::Failed(e) => {
+                debug!("write: {e}");
+                return Err(Fate::Close(CloseReason::Error));
+            }
+        }
+    }
+    counters.bytes_out += sent as u64;
+    Ok((sent, ready))
+}
