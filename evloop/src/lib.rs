@@ -20,10 +20,10 @@
 //! use evloop::{Server, services::Echo};
 //!
 //! let server = Server::builder()
-//!     .listen("127.0.0.1:0".parse().unwrap())
+//!     .listen("127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap())
 //!     .threads(2)
 //!     .build(Echo)?;
-//! let addr = server.local_addrs()[0];
+//! let addr = server.local_addrs()[0].inet().unwrap();
 //! let shutdown = server.shutdown_handle();
 //! let running = std::thread::spawn(move || server.run());
 //!
@@ -42,6 +42,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod address;
 mod config;
 pub mod net;
 pub mod poll;
@@ -54,6 +55,7 @@ mod stats;
 mod sys;
 mod timer;
 
+pub use address::{Address, ParseAddressError};
 pub use reactor::LoopReport;
 pub use server::{Balance, Report, Server, ServerBuilder, ShutdownHandle};
 pub use service::{Action, CloseReason, Handler, Input, Service};

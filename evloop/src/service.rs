@@ -6,7 +6,7 @@
 //! sockets or the event queue, so the same services run unchanged on a
 //! completion-based backend (io_uring) later.
 
-use std::net::SocketAddr;
+use crate::Address;
 
 /// What a handler wants after handling input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,8 +142,9 @@ pub trait Service: Send + Sync + 'static {
     /// The per-connection state.
     type Handler: Handler;
 
-    /// A connection from `peer` was accepted.
-    fn open(&self, peer: SocketAddr) -> Self::Handler;
+    /// A connection from `peer` was accepted ([`Address::Unnamed`] for a
+    /// Unix client without a name, the usual case).
+    fn open(&self, peer: &Address) -> Self::Handler;
 }
 
 /// A handler that can be cloned is its own service: each connection gets a
@@ -152,7 +153,7 @@ pub trait Service: Send + Sync + 'static {
 impl<H: Handler + Clone + Send + Sync> Service for H {
     type Handler = H;
 
-    fn open(&self, _peer: SocketAddr) -> H {
+    fn open(&self, _peer: &Address) -> H {
         self.clone()
     }
 }

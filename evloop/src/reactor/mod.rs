@@ -37,7 +37,6 @@ mod conn;
 mod mailbox;
 
 use std::io;
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -47,6 +46,7 @@ use slab::Slab;
 use tracing::{debug, error, info};
 
 use crate::config::Config;
+use crate::net;
 use crate::poll::{Event, Events, Interest, Poller, Token};
 use crate::service::{CloseReason, Handler, Service};
 use crate::stats::Counters;
@@ -106,7 +106,9 @@ pub(crate) struct Shared {
     pub(crate) buffered_peaked: AtomicBool,
     /// Every loop's mailbox, by loop index (hand-off targets).
     pub(crate) loops: Vec<Arc<LoopHandle>>,
-    /// Whether one acceptor hands connections to all loops.
+    /// Whether loop 0 hands connections to other loops (from all its
+    /// listeners in `handoff` mode, from its Unix ones in either mode): it
+    /// then relays `Shutdown` to them after its last hand-off.
     pub(crate) handoff: bool,
 }
 
@@ -140,18 +142,21 @@ pub(crate) struct Reactor<S: Service> {
 }
 
 impl<S: Service> Reactor<S> {
+    /// A loop with its listeners, each paired with whether its connections
+    /// are handed to the least loaded loop.
     pub(crate) fn new(
         index: usize,
         poller: Poller,
         mailbox: Receiver<Command>,
         shared: Arc<Shared>,
         service: Arc<S>,
-        listeners: Vec<TcpListener>,
+        listeners: Vec<(net::Listener, bool)>,
     ) -> io::Result<Reactor<S>> {
         let listeners: Vec<Listener> = listeners
             .into_iter()
-            .map(|socket| Listener {
+            .map(|(socket, handoff)| Listener {
                 socket,
+                handoff,
                 ready: false,
             })
             .collect();

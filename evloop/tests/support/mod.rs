@@ -93,9 +93,9 @@ pub fn start<S: Service>(
     service: S,
     configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
 ) -> TestServer {
-    let builder = configure(Server::builder().listen("127.0.0.1:0".parse().unwrap()));
+    let builder = configure(Server::builder().listen(SocketAddr::from(([127, 0, 0, 1], 0))));
     let server = builder.build(service).expect("server builds");
-    let addr = server.local_addrs()[0];
+    let addr = server.local_addrs()[0].inet().expect("a TCP address");
     let handle = server.shutdown_handle();
     let join = std::thread::Builder::new()
         .name("test-server".into())
