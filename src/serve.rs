@@ -1,12 +1,11 @@
 //! `evloop serve`: runs one of the library's services.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
 use evloop::services::{Discard, Echo, Log};
-use evloop::{Balance, Server, ServerBuilder, Service, net};
+use evloop::{Address, Balance, Server, ServerBuilder, Service, net};
 use tracing::{error, info, warn};
 
 use crate::{addr, duration, size};
@@ -32,9 +31,15 @@ pub struct ServeArgs {
     /// Address to listen on; may repeat. Default: 127.0.0.1:1815 (loopback only;
     /// expose with e.g. 0.0.0.0:1815 or [::]:1815). [::]:P serves IPv6 only
     /// (IPV6_V6ONLY): add 0.0.0.0:P for IPv4 too. A link-local IPv6 address
-    /// takes its interface as a name or an index: [fe80::1%eth0]:1815.
+    /// takes its interface as a name or an index: [fe80::1%eth0]:1815. A Unix
+    /// socket: unix:/path/to.sock (a stale file is replaced; the file is
+    /// removed at exit) or unix:@name (Linux abstract namespace).
     #[arg(long = "listen", value_name = "ADDR", value_parser = addr::parse)]
-    listen: Vec<SocketAddr>,
+    listen: Vec<Address>,
+    /// Permission bits of the Unix socket files, in octal, at most 0777
+    /// (e.g. 0660: owner and group may connect). Default: from the umask.
+    #[arg(long, value_name = "MODE", value_parser = parse_mode)]
+    unix_mode: Option<u32>,
     /// Listen backlog, at least 1; the kernel lowers it to its maximum
     /// (net.core.somaxconn on Linux). Default: the OS maximum.
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_backlog)]
@@ -77,6 +82,16 @@ fn parse_count(text: &str) -> Result<usize, String> {
         Ok(n) if n < 1 => Err("must be at least 1".to_owned()),
         Ok(n) => usize::try_from(n).map_err(|_| "too large".to_owned()),
         Err(_) => Err("not a whole number".to_owned()),
+    }
+}
+
+/// Permission bits in octal: `660`, `0660` or `0o660`, at most `0777`.
+fn parse_mode(text: &str) -> Result<u32, String> {
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= 0o777 => Ok(mode),
+        Ok(_) => Err("at most 0777 (permission bits only)".to_owned()),
+        Err(_) => Err("not an octal mode (e.g. 0660)".to_owned()),
     }
 }
 
@@ -134,7 +149,10 @@ fn configure(args: &ServeArgs) -> Result<ServerBuilder, String> {
         .idle_timeout(args.idle_timeout)
         .max_buffered(args.max_buffered);
     for addr in &args.listen {
-        builder = builder.listen(*addr);
+        builder = builder.listen(addr.clone());
+    }
+    if let Some(mode) = args.unix_mode {
+        builder = builder.unix_mode(mode);
     }
     if let Some(backlog) = args.backlog {
         builder = builder.backlog(backlog);

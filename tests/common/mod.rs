@@ -8,6 +8,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use evloop::Address;
+
 /// The longest any single wait in a test may take.
 pub const LIMIT: Duration = Duration::from_secs(20);
 
@@ -39,6 +41,9 @@ pub enum Stderr {
 /// A running `evloop serve`; killed on drop if still running.
 pub struct ServerProcess {
     pub child: Child,
+    /// The address in its "listening on" line.
+    pub listening: Address,
+    /// That address, if TCP (else `0.0.0.0:0`).
     pub addr: SocketAddr,
     /// Lines of standard error, as they come.
     lines: Receiver<String>,
@@ -115,6 +120,7 @@ impl ServerProcess {
         });
         let mut server = ServerProcess {
             child,
+            listening: Address::Unnamed,
             addr: "0.0.0.0:0".parse().unwrap(),
             lines,
             log: Vec::new(),
@@ -122,7 +128,10 @@ impl ServerProcess {
         let line = server.wait_for_line("listening on");
         let addr = line.rsplit("listening on ").next().unwrap();
         let addr = addr.split_whitespace().next().unwrap();
-        server.addr = addr.parse().expect("address in the listening line");
+        server.listening = addr.parse().expect("address in the listening line");
+        if let Some(addr) = server.listening.inet() {
+            server.addr = addr;
+        }
         server
     }
 
