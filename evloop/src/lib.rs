@@ -1,5 +1,5 @@
 //! evloop: the kernel event queue under one small API, a reactor per core,
-//! and a TCP server on top.
+//! and a TCP and Unix socket server on top.
 //!
 //! * [`poll`] — `epoll` (Linux) or `kqueue` (macOS, FreeBSD, NetBSD, …)
 //!   behind [`Poller`](poll::Poller), [`Events`](poll::Events) and a
