@@ -1,26 +1,29 @@
-//! Listen addresses on the command line: `IP:PORT`, `[IPv6]:PORT`, and
-//! link-local IPv6 with its scope, by interface index or name:
-//! `[fe80::1%2]:PORT`, `[fe80::1%eth0]:PORT`.
+//! Listen addresses on the command line: `IP:PORT`, `[IPv6]:PORT`,
+//! link-local IPv6 with its scope, by interface index or name
+//! (`[fe80::1%2]:PORT`, `[fe80::1%eth0]:PORT`), and Unix sockets:
+//! `unix:/path/to.sock`, `unix:@name` (Linux's abstract namespace).
 
 use std::io;
-use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::net::{Ipv6Addr, SocketAddrV6};
+
+use evloop::Address;
 
 /// Parses an address; an interface name in the scope is looked up.
-pub fn parse(text: &str) -> Result<SocketAddr, String> {
+pub fn parse(text: &str) -> Result<Address, String> {
     parse_with(text, interface_index)
 }
 
 /// Parses an address, looking interface names up with `index_of`.
-fn parse_with(
-    text: &str,
-    index_of: impl Fn(&str) -> io::Result<u32>,
-) -> Result<SocketAddr, String> {
-    // The standard parser knows numeric scopes (`[fe80::1%2]:80`) only.
-    if let Ok(addr) = text.parse() {
-        return Ok(addr);
+fn parse_with(text: &str, index_of: impl Fn(&str) -> io::Result<u32>) -> Result<Address, String> {
+    // The library's parser knows numeric scopes (`[fe80::1%2]:80`) only.
+    match text.parse::<Address>() {
+        Ok(addr) => return Ok(addr),
+        Err(e) if text.starts_with("unix:") => return Err(e.to_string()),
+        Err(_) => {}
     }
     let not_an_address = || {
-        "not an address (expected IP:PORT, e.g. 127.0.0.1:1815, [::1]:1815 or [fe80::1%eth0]:1815)"
+        "not an address (expected IP:PORT, e.g. 127.0.0.1:1815, [::1]:1815 or [fe80::1%eth0]:1815, \
+         or unix:/path/to.sock or unix:@name)"
             .to_owned()
     };
     let (inside, port) = text
@@ -31,7 +34,7 @@ fn parse_with(
     let ip: Ipv6Addr = ip.parse().map_err(|_| not_an_address())?;
     let port: u16 = port.parse().map_err(|_| not_an_address())?;
     let scope = index_of(interface).map_err(|e| format!("no interface '{interface}' ({e})"))?;
-    Ok(SocketAddrV6::new(ip, port, 0, scope).into())
+    Ok(Address::Inet(SocketAddrV6::new(ip, port, 0, scope).into()))
 }
 
 /// The index of the network interface called `name` (`if_nametoindex`).
@@ -64,8 +67,8 @@ mod tests {
         }
     }
 
-    fn v6(text: &str, port: u16, scope: u32) -> SocketAddr {
-        SocketAddrV6::new(text.parse().unwrap(), port, 0, scope).into()
+    fn v6(text: &str, port: u16, scope: u32) -> Address {
+        Address::Inet(SocketAddrV6::new(text.parse().unwrap(), port, 0, scope).into())
     }
 
     #[test]
@@ -88,7 +91,7 @@ mod tests {
     fn plain_addresses_and_nonsense() {
         assert_eq!(
             parse_with("127.0.0.1:1815", lo_is_1),
-            Ok(([127, 0, 0, 1], 1815).into())
+            Ok(Address::Inet(([127, 0, 0, 1], 1815).into()))
         );
         assert_eq!(parse_with("[::1]:0", lo_is_1), Ok(v6("::1", 0, 0)));
         for text in [
@@ -105,6 +108,22 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn unix_sockets_by_path_and_by_abstract_name() {
+        assert_eq!(
+            parse_with("unix:/run/evloop.sock", lo_is_1),
+            Ok(Address::Unix("/run/evloop.sock".into()))
+        );
+        assert_eq!(
+            parse_with("unix:@evloop", lo_is_1),
+            Ok(Address::Abstract(b"evloop".to_vec()))
+        );
+        assert_eq!(
+            parse_with("unix:", lo_is_1),
+            Err("unix: needs a path or a name (unix:/path/to.sock or unix:@name)".to_owned())
+        );
     }
 
     #[cfg(target_os = "linux")]

@@ -37,7 +37,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a TCP service (log, echo, discard) until SIGINT/SIGTERM/SIGQUIT.
+    /// Run a service (log, echo, discard, chargen, daytime) until SIGINT/SIGTERM/SIGQUIT.
     Serve(serve::ServeArgs),
     /// Measure a server with a load generator.
     #[command(subcommand)]

@@ -1,12 +1,11 @@
 //! `evloop serve`: runs one of the library's services.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use evloop::services::{Discard, Echo, Log};
-use evloop::{Balance, Server, ServerBuilder, Service, net};
+use evloop::services::{Chargen, Daytime, Discard, Echo, Log};
+use evloop::{Address, Balance, Server, ServerBuilder, Service, net};
 use tracing::{error, info, warn};
 
 use crate::{addr, duration, size};
@@ -26,15 +25,22 @@ const MIN_BUFFERED: usize = 64 * 1024;
 /// Options of `evloop serve`.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// The service: log (the seed: prints "read N bytes"), echo (RFC 862), discard (RFC 863).
+    /// The service: log (the seed: prints "read N bytes"), echo (RFC 862),
+    /// discard (RFC 863), chargen (RFC 864), daytime (RFC 867).
     #[arg(default_value = "log")]
     service: String,
     /// Address to listen on; may repeat. Default: 127.0.0.1:1815 (loopback only;
     /// expose with e.g. 0.0.0.0:1815 or [::]:1815). [::]:P serves IPv6 only
     /// (IPV6_V6ONLY): add 0.0.0.0:P for IPv4 too. A link-local IPv6 address
-    /// takes its interface as a name or an index: [fe80::1%eth0]:1815.
+    /// takes its interface as a name or an index: [fe80::1%eth0]:1815. A Unix
+    /// socket: unix:/path/to.sock (a stale file is replaced; the file is
+    /// removed at exit) or unix:@name (Linux abstract namespace).
     #[arg(long = "listen", value_name = "ADDR", value_parser = addr::parse)]
-    listen: Vec<SocketAddr>,
+    listen: Vec<Address>,
+    /// Permission bits of the Unix socket files, in octal, at most 0777
+    /// (e.g. 0660: owner and group may connect). Default: from the umask.
+    #[arg(long, value_name = "MODE", value_parser = parse_mode)]
+    unix_mode: Option<u32>,
     /// Listen backlog, at least 1; the kernel lowers it to its maximum
     /// (net.core.somaxconn on Linux). Default: the OS maximum.
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_backlog)]
@@ -80,6 +86,16 @@ fn parse_count(text: &str) -> Result<usize, String> {
     }
 }
 
+/// Permission bits in octal: `660`, `0660` or `0o660`, at most `0777`.
+fn parse_mode(text: &str) -> Result<u32, String> {
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= 0o777 => Ok(mode),
+        Ok(_) => Err("at most 0777 (permission bits only)".to_owned()),
+        Err(_) => Err("not an octal mode (e.g. 0660)".to_owned()),
+    }
+}
+
 /// A server-wide buffer budget: at least [`MIN_BUFFERED`].
 fn parse_max_buffered(text: &str) -> Result<usize, String> {
     size::parse_at_least(text, MIN_BUFFERED)
@@ -120,8 +136,12 @@ pub fn run(args: ServeArgs) -> ExitCode {
         ),
         "echo" => serve(builder, Echo, "echo"),
         "discard" => serve(builder, Discard, "discard"),
+        "chargen" => serve(builder, Chargen, "chargen"),
+        "daytime" => serve(builder, Daytime, "daytime"),
         other => {
-            say!("evloop: unknown service '{other}' (available: log, echo, discard)");
+            say!(
+                "evloop: unknown service '{other}' (available: log, echo, discard, chargen, daytime)"
+            );
             ExitCode::from(2)
         }
     }
@@ -134,7 +154,10 @@ fn configure(args: &ServeArgs) -> Result<ServerBuilder, String> {
         .idle_timeout(args.idle_timeout)
         .max_buffered(args.max_buffered);
     for addr in &args.listen {
-        builder = builder.listen(*addr);
+        builder = builder.listen(addr.clone());
+    }
+    if let Some(mode) = args.unix_mode {
+        builder = builder.unix_mode(mode);
     }
     if let Some(backlog) = args.backlog {
         builder = builder.backlog(backlog);

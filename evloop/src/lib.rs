@@ -1,5 +1,5 @@
 //! evloop: the kernel event queue under one small API, a reactor per core,
-//! and a TCP server on top.
+//! and a TCP and Unix socket server on top.
 //!
 //! * [`poll`] — `epoll` (Linux) or `kqueue` (macOS, FreeBSD, NetBSD, …)
 //!   behind [`Poller`](poll::Poller), [`Events`](poll::Events) and a
@@ -20,10 +20,10 @@
 //! use evloop::{Server, services::Echo};
 //!
 //! let server = Server::builder()
-//!     .listen("127.0.0.1:0".parse().unwrap())
+//!     .listen("127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap())
 //!     .threads(2)
 //!     .build(Echo)?;
-//! let addr = server.local_addrs()[0];
+//! let addr = server.local_addrs()[0].inet().unwrap();
 //! let shutdown = server.shutdown_handle();
 //! let running = std::thread::spawn(move || server.run());
 //!
@@ -42,6 +42,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod address;
 mod clock;
 mod config;
 mod context;
@@ -56,6 +57,7 @@ mod stats;
 mod sys;
 mod timer;
 
+pub use address::{Address, ParseAddressError};
 pub use context::{ConnId, Context};
 pub use reactor::LoopReport;
 pub use server::{Balance, Report, Server, ServerBuilder, ShutdownHandle};

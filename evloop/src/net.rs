@@ -1,16 +1,25 @@
-//! Sockets: listeners bound with errors that name the address, and the
-//! non-blocking accept/read/write calls the reactor makes, each turning errno
-//! into one `Outcome` so the reactor's decisions sit in one place.
+//! Sockets: listeners (TCP, or Unix stream) bound with errors that name
+//! the address, and the non-blocking accept/read/write calls the reactor
+//! makes, each turning errno into one `Outcome` so the reactor's decisions
+//! sit in one place.
 
+use std::ffi::OsStr;
+use std::fs;
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 use rustix::io::Errno;
 #[cfg(not(target_vendor = "apple"))]
 use rustix::net::SocketFlags;
-use rustix::net::{RecvFlags, SendFlags, SocketAddrAny};
+use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrAny, SocketAddrUnix};
 use socket2::{Domain, Protocol, Socket, Type};
+use tracing::debug;
+
+use crate::Address;
 
 /// The listen backlog used when none is given: the largest the kernel allows.
 /// Linux, FreeBSD and macOS clamp `listen`'s argument to their configured
@@ -18,7 +27,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// `kern.ipc.somaxconn`), so asking for `i32::MAX` means "the OS maximum".
 pub const DEFAULT_BACKLOG: i32 = i32::MAX;
 
-/// Whether a listener shares its address with other sockets.
+/// Whether a TCP listener shares its address with other sockets. Unix
+/// sockets are never shared: `SO_REUSEPORT` does not apply to them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Share {
     /// The address is this socket's alone.
@@ -33,36 +43,136 @@ pub enum Share {
     JoinGroup,
 }
 
-/// Binds a non-blocking TCP listener on `addr`.
+/// A bound, listening, non-blocking socket: TCP, or a Unix domain stream
+/// socket. Dropping it closes it, and removes a Unix socket's file if that
+/// is still the file this listener created (not one a successor bound at
+/// the same path after ours was deleted).
+#[derive(Debug)]
+pub struct Listener {
+    socket: Socket,
+    address: Address,
+    /// A Unix socket's file, to remove on drop.
+    file: Option<SocketFile>,
+}
+
+impl Drop for Listener {
+    /// Removes the file first, so that it never outlives the socket that
+    /// listens behind it (a client would find it refused, as a stale one).
+    fn drop(&mut self) {
+        if let Some(file) = &self.file {
+            file.remove_if_ours();
+        }
+    }
+}
+
+impl Listener {
+    /// The address it listens on, with the port the system chose for port 0.
+    pub fn local_addr(&self) -> &Address {
+        &self.address
+    }
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
+
+/// Binds a non-blocking listener on `addr`.
 ///
-/// Accepted sockets inherit `TCP_NODELAY`. IPv6 listeners are IPv6-only, so
-/// `0.0.0.0:P` and `[::]:P` can be bound side by side. Errors read like
-/// `127.0.0.1:1815: address in use`.
-pub fn bind_listener(addr: SocketAddr, backlog: i32, share: Share) -> io::Result<TcpListener> {
-    let named = |e: io::Error| io::Error::new(e.kind(), format!("{addr}: {}", describe(&e)));
+/// TCP: accepted sockets inherit `TCP_NODELAY`; IPv6 listeners are
+/// IPv6-only, so `0.0.0.0:P` and `[::]:P` can be bound side by side.
+///
+/// Unix (`share` does not apply): a socket file left at the path by a
+/// server that is gone (a connect to it is refused) is replaced; one a live
+/// server listens on is "address in use". `unix_mode`, if given, becomes
+/// the file's permission bits before the socket listens, so no client can
+/// connect under the mode the umask gave it. An abstract name
+/// ([`Address::Abstract`]) exists on Linux and Android only.
+///
+/// Errors read like `127.0.0.1:1815: address in use` or
+/// `unix:/run/x.sock: address in use`; their kind is the OS error's, and
+/// the OS error itself (with its `raw_os_error`) is their
+/// [`source`](std::error::Error::source).
+pub fn bind_listener(
+    addr: &Address,
+    backlog: i32,
+    share: Share,
+    unix_mode: Option<u32>,
+) -> io::Result<Listener> {
+    match addr {
+        Address::Inet(inet) => bind_tcp(*inet, backlog, share),
+        Address::Unix(path) => bind_unix_file(path, backlog, unix_mode),
+        Address::Abstract(name) => bind_abstract(name, backlog),
+        Address::Unnamed => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "cannot listen on an unnamed address",
+        )),
+    }
+    .map_err(|error| {
+        io::Error::new(
+            error.kind(),
+            BindError {
+                address: addr.clone(),
+                error,
+            },
+        )
+    })
+}
+
+/// A bind error that names the address, with the OS error as its source.
+#[derive(Debug)]
+struct BindError {
+    address: Address,
+    error: io::Error,
+}
+
+impl std::fmt::Display for BindError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {}",
+            self.address,
+            describe(&self.address, &self.error)
+        )
+    }
+}
+
+impl std::error::Error for BindError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+fn bind_tcp(addr: SocketAddr, backlog: i32, share: Share) -> io::Result<Listener> {
     if share == Share::NewGroup && !REUSE_PORT_AFTER_BIND && addr.port() != 0 {
         // Without Linux's late SO_REUSEPORT (below), an exclusive probe bind
         // finds an existing holder. The probe is closed before the group
         // binds: a socket that binds with SO_REUSEPORT in between can still
         // join (ARCHITECTURE.md names this race).
-        let probe = new_socket(addr).map_err(named)?;
-        probe.bind(&addr.into()).map_err(named)?;
+        let probe = new_socket(addr)?;
+        probe.bind(&addr.into())?;
         drop(probe);
     }
-    let socket = new_socket(addr).map_err(named)?;
+    let socket = new_socket(addr)?;
     let late_reuse_port = share == Share::NewGroup && REUSE_PORT_AFTER_BIND;
     if share == Share::JoinGroup || (share == Share::NewGroup && !late_reuse_port) {
-        set_reuse_port(&socket).map_err(named)?;
+        set_reuse_port(&socket)?;
     }
-    socket.bind(&addr.into()).map_err(named)?;
+    socket.bind(&addr.into())?;
     if late_reuse_port {
         // Bound without SO_REUSEPORT, so the bind failed if anything listens
         // here; set now, before `listen` forms the group, it lets our other
         // loops join. Linux checks the option at bind time, on both sides.
-        set_reuse_port(&socket).map_err(named)?;
+        set_reuse_port(&socket)?;
     }
-    socket.listen(backlog).map_err(named)?;
-    Ok(socket.into())
+    socket.listen(backlog)?;
+    let bound = socket.local_addr()?.as_socket().unwrap_or(addr);
+    Ok(Listener {
+        file: None,
+        socket,
+        address: Address::Inet(bound),
+    })
 }
 
 /// Linux decides whether two sockets may share a port when the second
@@ -100,12 +210,129 @@ fn set_reuse_port(socket: &Socket) -> io::Result<()> {
     socket.set_reuse_port(true)
 }
 
+/// A non-blocking Unix stream socket.
+fn unix_socket() -> io::Result<Socket> {
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+/// Listens on a socket file at `path`, with the permission bits `mode`.
+fn bind_unix_file(path: &Path, backlog: i32, mode: Option<u32>) -> io::Result<Listener> {
+    let socket = unix_socket()?;
+    let file = bind_path(&socket, path)?;
+    // From here on, a failure drops the listener, which removes the file.
+    let listener = Listener {
+        file: Some(file),
+        socket,
+        address: Address::Unix(path.to_owned()),
+    };
+    // Before `listen`: until then a connect is refused, so no client gets
+    // in under the mode the umask gave the file.
+    if let Some(mode) = mode {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+    }
+    listener.socket.listen(backlog)?;
+    Ok(listener)
+}
+
+/// Binds `socket` to the file at `path`, replacing a socket file that a
+/// server which is gone left there. Returns the file, to remove later.
+fn bind_path(socket: &Socket, path: &Path) -> io::Result<SocketFile> {
+    let addr = SocketAddrUnix::new(path)?;
+    match rustix::net::bind(socket, &addr) {
+        Err(Errno::ADDRINUSE) if is_stale(path, &addr) => {
+            debug!("{}: replacing a stale socket file", path.display());
+            match fs::remove_file(path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => rustix::net::bind(socket, &addr)?,
+            }
+        }
+        result => result?,
+    }
+    let meta = fs::symlink_metadata(path)?;
+    Ok(SocketFile {
+        path: path.to_owned(),
+        device: meta.dev(),
+        inode: meta.ino(),
+    })
+}
+
+/// Whether `path` holds a socket file nobody listens on: a connect to it is
+/// refused (or the file has just gone). A file that is not a socket, a
+/// socket that accepts or whose backlog is full (the connect does not wait:
+/// `EAGAIN`), one we may not connect to: all belong to someone.
+fn is_stale(path: &Path, addr: &SocketAddrUnix) -> bool {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {}
+        Ok(_) => return false,
+        Err(e) => return e.kind() == io::ErrorKind::NotFound,
+    }
+    let Ok(probe) = unix_socket() else {
+        return false;
+    };
+    matches!(
+        rustix::net::connect(&probe, addr),
+        Err(Errno::CONNREFUSED | Errno::NOENT)
+    )
+}
+
+/// Listens on a name in the abstract namespace (no file).
+fn bind_abstract(name: &[u8], backlog: i32) -> io::Result<Listener> {
+    let socket = unix_socket()?;
+    rustix::net::bind(&socket, &abstract_address(name)?)?;
+    socket.listen(backlog)?;
+    Ok(Listener {
+        file: None,
+        socket,
+        address: Address::Abstract(name.to_vec()),
+    })
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn abstract_address(name: &[u8]) -> io::Result<SocketAddrUnix> {
+    Ok(SocketAddrUnix::new_abstract_name(name)?)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn abstract_address(_name: &[u8]) -> io::Result<SocketAddrUnix> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "abstract socket names exist on Linux and Android only",
+    ))
+}
+
+/// A socket file a listener created, known by its device and inode as they
+/// were after the bind.
+#[derive(Debug)]
+struct SocketFile {
+    path: PathBuf,
+    device: u64,
+    inode: u64,
+}
+
+impl SocketFile {
+    /// Removes the file if the path still names it: if ours was deleted and
+    /// a successor bound the same path, the successor's file stays.
+    fn remove_if_ours(&self) {
+        let path = self.path.display();
+        match fs::symlink_metadata(&self.path) {
+            Ok(meta) if meta.dev() == self.device && meta.ino() == self.inode => {
+                if let Err(e) = fs::remove_file(&self.path) {
+                    debug!("{path}: removing the socket file: {e}");
+                }
+            }
+            _ => debug!("{path}: no longer our socket file: left in place"),
+        }
+    }
+}
+
 /// A short, lowercase description of the errors people meet when binding.
-fn describe(e: &io::Error) -> String {
+fn describe(addr: &Address, e: &io::Error) -> String {
     match e.kind() {
         io::ErrorKind::AddrInUse => "address in use".into(),
         io::ErrorKind::AddrNotAvailable => "address not available on this machine".into(),
-        io::ErrorKind::PermissionDenied => {
+        io::ErrorKind::PermissionDenied if matches!(addr, Address::Inet(_)) => {
             "permission denied (ports below 1024 need privileges)".into()
         }
         _ => e.to_string(),
@@ -186,14 +413,37 @@ pub(crate) fn reset_on_close(socket: &impl AsFd) -> io::Result<()> {
 
 /// Accepts a connection, non-blocking and close-on-exec in one call where
 /// the system has `accept4`; Apple systems set the flags after `accept`.
-pub(crate) fn accept(listener: &impl AsFd) -> Outcome<(OwnedFd, Option<SocketAddr>)> {
+pub(crate) fn accept(listener: &impl AsFd) -> Outcome<(OwnedFd, Address)> {
     loop {
-        let result = accept_nonblocking(listener.as_fd())
-            .map(|(fd, addr)| (fd, addr.and_then(|a| SocketAddr::try_from(a).ok())));
+        let result =
+            accept_nonblocking(listener.as_fd()).map(|(fd, addr)| (fd, peer_address(addr)));
         if let Some(outcome) = classify(result) {
             return outcome;
         }
     }
+}
+
+/// The peer's address as `accept` reported it; a Unix client that did not
+/// bind a name is [`Address::Unnamed`].
+fn peer_address(addr: Option<SocketAddrAny>) -> Address {
+    let Some(addr) = addr else {
+        return Address::Unnamed;
+    };
+    if addr.address_family() != AddressFamily::UNIX {
+        return SocketAddr::try_from(addr).map_or(Address::Unnamed, Address::Inet);
+    }
+    let Ok(unix) = SocketAddrUnix::try_from(addr) else {
+        return Address::Unnamed;
+    };
+    if let Some(path) = unix.path_bytes() {
+        return Address::Unix(PathBuf::from(OsStr::from_bytes(path)));
+    }
+    // An unnamed peer may come back as an empty abstract name.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Some(name) = unix.abstract_name().filter(|name| !name.is_empty()) {
+        return Address::Abstract(name.to_vec());
+    }
+    Address::Unnamed
 }
 
 #[cfg(not(target_vendor = "apple"))]
@@ -242,15 +492,50 @@ pub(crate) fn is_resource_exhaustion(e: &io::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::error::Error as _;
+    use std::os::unix::net::UnixStream;
+
     use super::*;
 
-    fn accept_one(listener: &TcpListener) -> OwnedFd {
+    /// Binds a TCP listener on `addr`.
+    fn tcp(addr: SocketAddr, backlog: i32, share: Share) -> io::Result<Listener> {
+        bind_listener(&Address::Inet(addr), backlog, share, None)
+    }
+
+    fn any_port() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    }
+
+    /// The TCP address a listener got.
+    fn inet(listener: &Listener) -> SocketAddr {
+        listener.local_addr().inet().expect("a TCP listener")
+    }
+
+    fn accept_one(listener: &Listener) -> (OwnedFd, Address) {
         loop {
             match accept(listener) {
-                Outcome::Done((fd, _)) => return fd,
+                Outcome::Done(accepted) => return accepted,
                 Outcome::WouldBlock => std::thread::yield_now(),
                 other => panic!("accept: {other:?}"),
             }
+        }
+    }
+
+    /// A socket path of this test, removed when dropped.
+    struct TempPath(PathBuf);
+
+    impl TempPath {
+        fn new(name: &str) -> TempPath {
+            let path =
+                std::env::temp_dir().join(format!("evloop-net-{}-{name}", std::process::id()));
+            let _ = fs::remove_file(&path);
+            TempPath(path)
+        }
+    }
+
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = fs::remove_file(&self.0);
         }
     }
 
@@ -258,9 +543,10 @@ mod tests {
     /// may wait for delayed ACKs; this pins the kernel behaviour we rely on.
     #[test]
     fn accepted_sockets_inherit_nodelay_and_are_nonblocking() {
-        let listener = bind_listener("127.0.0.1:0".parse().unwrap(), 16, Share::Exclusive).unwrap();
-        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let fd = accept_one(&listener);
+        let listener = tcp(any_port(), 16, Share::Exclusive).unwrap();
+        let client = std::net::TcpStream::connect(inet(&listener)).unwrap();
+        let (fd, peer) = accept_one(&listener);
+        assert_eq!(peer, Address::Inet(client.local_addr().unwrap()));
         let socket = socket2::SockRef::from(&fd);
         assert!(socket.tcp_nodelay().unwrap());
         // Non-blocking: with nothing sent, a read says WouldBlock at once.
@@ -268,27 +554,53 @@ mod tests {
         assert!(matches!(recv(&fd, &mut buf), Outcome::WouldBlock));
     }
 
+    /// An accepted Unix socket is non-blocking too; its unbound client has
+    /// no name, a bound one is named by its path.
     #[test]
-    fn bind_errors_name_the_address() {
-        let taken = bind_listener("127.0.0.1:0".parse().unwrap(), 16, Share::Exclusive).unwrap();
-        let addr = taken.local_addr().unwrap();
-        let err = bind_listener(addr, 16, Share::Exclusive).unwrap_err();
+    fn unix_peers_are_unnamed_unless_bound() {
+        let path = TempPath::new("peers");
+        let listener =
+            bind_listener(&Address::Unix(path.0.clone()), 16, Share::Exclusive, None).unwrap();
+        assert_eq!(listener.local_addr(), &Address::Unix(path.0.clone()));
+        let _client = UnixStream::connect(&path.0).unwrap();
+        let (fd, peer) = accept_one(&listener);
+        assert_eq!(peer, Address::Unnamed);
+        let mut buf = [0u8; 1];
+        assert!(matches!(recv(&fd, &mut buf), Outcome::WouldBlock));
+
+        let client_path = TempPath::new("peers-client");
+        let client = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+        rustix::net::bind(&client, &SocketAddrUnix::new(&client_path.0).unwrap()).unwrap();
+        rustix::net::connect(&client, &SocketAddrUnix::new(&path.0).unwrap()).unwrap();
+        let (_, peer) = accept_one(&listener);
+        assert_eq!(peer, Address::Unix(client_path.0.clone()));
+    }
+
+    #[test]
+    fn bind_errors_name_the_address_and_keep_the_os_error() {
+        let taken = tcp(any_port(), 16, Share::Exclusive).unwrap();
+        let addr = inet(&taken);
+        let err = tcp(addr, 16, Share::Exclusive).unwrap_err();
         assert_eq!(err.to_string(), format!("{addr}: address in use"));
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        let os = err.source().and_then(|e| e.downcast_ref::<io::Error>());
+        assert_eq!(
+            os.and_then(io::Error::raw_os_error),
+            Some(Errno::ADDRINUSE.raw_os_error())
+        );
     }
 
     /// Pitfall 12: a group's first socket binds only where nothing listens,
     /// even a socket that set SO_REUSEPORT itself (another server's group).
     #[test]
     fn a_new_group_refuses_an_address_another_group_holds() {
-        let any_port = "127.0.0.1:0".parse().unwrap();
-        let stranger = bind_listener(any_port, 16, Share::NewGroup).unwrap();
-        let addr = stranger.local_addr().unwrap();
-        let err = bind_listener(addr, 16, Share::NewGroup).unwrap_err();
+        let stranger = tcp(any_port(), 16, Share::NewGroup).unwrap();
+        let addr = inet(&stranger);
+        let err = tcp(addr, 16, Share::NewGroup).unwrap_err();
         assert_eq!(err.to_string(), format!("{addr}: address in use"));
-        let joiner = bind_listener(any_port, 16, Share::JoinGroup).unwrap();
-        let addr = joiner.local_addr().unwrap();
-        let err = bind_listener(addr, 16, Share::NewGroup).unwrap_err();
+        let joiner = tcp(any_port(), 16, Share::JoinGroup).unwrap();
+        let addr = inet(&joiner);
+        let err = tcp(addr, 16, Share::NewGroup).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
     }
 
@@ -297,13 +609,13 @@ mod tests {
     /// sockets would happen once in 2^63 runs).
     #[test]
     fn a_group_shares_its_address_with_its_members() {
-        let first = bind_listener("127.0.0.1:0".parse().unwrap(), 128, Share::NewGroup).unwrap();
-        let addr = first.local_addr().unwrap();
-        let second = bind_listener(addr, 128, Share::JoinGroup).unwrap();
+        let first = tcp(any_port(), 128, Share::NewGroup).unwrap();
+        let addr = inet(&first);
+        let second = tcp(addr, 128, Share::JoinGroup).unwrap();
         let clients: Vec<_> = (0..64)
             .map(|_| std::net::TcpStream::connect(addr).unwrap())
             .collect();
-        let accepted = |listener: &TcpListener| {
+        let accepted = |listener: &Listener| {
             let mut n = 0;
             while let Outcome::Done(_) = accept(listener) {
                 n += 1;
@@ -313,5 +625,26 @@ mod tests {
         let (a, b) = (accepted(&first), accepted(&second));
         assert_eq!(a + b, clients.len(), "{a} + {b}");
         assert!(a > 0 && b > 0, "{a} and {b}");
+    }
+
+    /// A file at the path that is not a socket is never removed.
+    #[test]
+    fn a_file_that_is_not_a_socket_is_in_use() {
+        let path = TempPath::new("regular");
+        fs::write(&path.0, b"keep me").unwrap();
+        let addr = Address::Unix(path.0.clone());
+        let err = bind_listener(&addr, 16, Share::Exclusive, None).unwrap_err();
+        assert_eq!(err.to_string(), format!("{addr}: address in use"));
+        assert_eq!(fs::read(&path.0).unwrap(), b"keep me");
+    }
+
+    #[test]
+    fn an_unnamed_address_cannot_listen() {
+        let err = bind_listener(&Address::Unnamed, 16, Share::Exclusive, None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unix:(unnamed): cannot listen on an unnamed address"
+        );
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     }
 }

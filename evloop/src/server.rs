@@ -2,10 +2,12 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use evloop::{Server, services::Echo};
+//! use evloop::{Address, Server, services::Echo};
 //!
 //! let server = Server::builder()
-//!     .listen("127.0.0.1:7007".parse().unwrap())
+//!     .listen("127.0.0.1:7007".parse::<Address>().unwrap())
+//!     .listen("unix:/run/evloop.sock".parse::<Address>().unwrap())
+//!     .unix_mode(0o660)
 //!     .threads(2)
 //!     .max_connections(10_000)
 //!     .idle_timeout(Some(Duration::from_secs(60)))
@@ -54,7 +56,7 @@
 //! signals take their default action again.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
@@ -62,6 +64,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
+use crate::Address;
 use crate::clock::MAX_SPAN;
 use crate::config::Config;
 use crate::net::{self, Share};
@@ -79,6 +82,9 @@ pub enum Balance {
     ReusePort,
     /// One listener, accepted by loop 0, which hands each connection to the
     /// least loaded loop through its mailbox.
+    ///
+    /// Unix sockets are balanced this way in either mode: `SO_REUSEPORT`
+    /// does not apply to them.
     Handoff,
 }
 
@@ -106,7 +112,8 @@ const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// Configures and binds a [`Server`].
 #[derive(Debug)]
 pub struct ServerBuilder {
-    addrs: Vec<SocketAddr>,
+    addrs: Vec<Address>,
+    unix_mode: Option<u32>,
     threads: Option<usize>,
     balance: Balance,
     backlog: i32,
@@ -115,10 +122,27 @@ pub struct ServerBuilder {
 }
 
 impl ServerBuilder {
-    /// Adds an address to listen on (may be called more than once; port 0
-    /// picks a free port, shared by all loops).
-    pub fn listen(mut self, addr: SocketAddr) -> Self {
-        self.addrs.push(addr);
+    /// Adds an address to listen on (may be called more than once): a
+    /// [`SocketAddr`] for TCP (port 0 picks a free port, shared by all
+    /// loops), or a Unix socket, [`Address::Unix`] (a file) or
+    /// [`Address::Abstract`] (Linux and Android).
+    ///
+    /// A Unix socket file left by a server that is gone (connecting to it
+    /// is refused) is replaced; one a live server listens on is refused as
+    /// "address in use". The file is removed when the server finishes or is
+    /// dropped, unless the path names another socket by then.
+    pub fn listen(mut self, addr: impl Into<Address>) -> Self {
+        self.addrs.push(addr.into());
+        self
+    }
+
+    /// The permission bits (at most `0o777`, e.g. `0o660`) of the Unix
+    /// socket files the server creates, set before they listen so that no
+    /// client connects under the mode the umask gave them. Connecting needs
+    /// write permission. Abstract names have no file, hence no mode.
+    /// Default: what the umask leaves of `0o777`.
+    pub fn unix_mode(mut self, mode: u32) -> Self {
+        self.unix_mode = Some(mode);
         self
     }
 
@@ -236,12 +260,18 @@ impl ServerBuilder {
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let addrs = if self.addrs.is_empty() {
-            vec![SocketAddr::from(([127, 0, 0, 1], 1815))]
+            vec![Address::from(SocketAddr::from(([127, 0, 0, 1], 1815)))]
         } else {
             self.addrs
         };
-        let handoff = self.balance == Balance::Handoff && threads > 1;
-        let mut listeners: Vec<Vec<TcpListener>> = (0..threads).map(|_| Vec::new()).collect();
+        if let Some(mode) = self.unix_mode.filter(|&mode| mode > 0o777) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("unix mode {mode:#o}: only permission bits (at most 0o777)"),
+            ));
+        }
+        let mut listeners: Vec<Vec<(net::Listener, bool)>> =
+            (0..threads).map(|_| Vec::new()).collect();
         let mut local_addrs = Vec::with_capacity(addrs.len());
         for (i, addr) in addrs.iter().enumerate() {
             if addrs[..i].contains(addr) {
@@ -252,23 +282,29 @@ impl ServerBuilder {
             }
         }
         for addr in addrs {
-            let grouped = !handoff && threads > 1;
+            // A Unix socket cannot be shared (no SO_REUSEPORT): loop 0
+            // accepts its connections and hands them off, in either mode.
+            let handoff =
+                threads > 1 && (self.balance == Balance::Handoff || addr.inet().is_none());
+            let grouped = threads > 1 && !handoff;
             let share = if grouped {
                 Share::NewGroup
             } else {
                 Share::Exclusive
             };
-            let first = net::bind_listener(addr, self.backlog, share)?;
+            let first = net::bind_listener(&addr, self.backlog, share, self.unix_mode)?;
             // Port 0: every loop must bind the port the first one got.
-            let bound = first.local_addr()?;
-            local_addrs.push(bound);
-            listeners[0].push(first);
+            let bound = first.local_addr().clone();
+            listeners[0].push((first, handoff));
             if grouped {
                 for loop_listeners in &mut listeners[1..] {
-                    loop_listeners.push(net::bind_listener(bound, self.backlog, Share::JoinGroup)?);
+                    let joined = net::bind_listener(&bound, self.backlog, Share::JoinGroup, None)?;
+                    loop_listeners.push((joined, false));
                 }
             }
+            local_addrs.push(bound);
         }
+        let handoff = listeners[0].iter().any(|&(_, handoff)| handoff);
         let control = Arc::new(Control::new()?);
         // Installed now, not in `run`: a caller may announce the addresses
         // between `build` and `run`, and a signal sent on seeing them must
@@ -294,10 +330,11 @@ impl ServerBuilder {
 #[derive(Debug)]
 pub struct Server<S> {
     service: Arc<S>,
-    /// Listeners by loop index.
-    listeners: Vec<Vec<TcpListener>>,
-    local_addrs: Vec<SocketAddr>,
+    /// Listeners by loop index, each with whether it hands connections off.
+    listeners: Vec<Vec<(net::Listener, bool)>>,
+    local_addrs: Vec<Address>,
     config: Config,
+    /// Whether loop 0 hands connections off (see `Shared::handoff`).
     handoff: bool,
     signals: Option<SignalPipe>,
     control: Arc<Control>,
@@ -308,6 +345,7 @@ impl Server<()> {
     pub fn builder() -> ServerBuilder {
         ServerBuilder {
             addrs: Vec::new(),
+            unix_mode: None,
             threads: None,
             balance: Balance::platform_default(),
             backlog: net::DEFAULT_BACKLOG,
@@ -395,8 +433,9 @@ impl Report {
 }
 
 impl<S: Service> Server<S> {
-    /// The addresses the server listens on (with the ports chosen for port 0).
-    pub fn local_addrs(&self) -> &[SocketAddr] {
+    /// The addresses the server listens on, in the order given (with the
+    /// ports chosen for port 0).
+    pub fn local_addrs(&self) -> &[Address] {
         &self.local_addrs
     }
 
@@ -460,7 +499,7 @@ type Loops = Vec<JoinHandle<io::Result<LoopReport>>>;
 /// started, the ones already running are stopped before the error returns.
 fn spawn_loops<S: Service>(
     service: Arc<S>,
-    listeners: Vec<Vec<TcpListener>>,
+    listeners: Vec<Vec<(net::Listener, bool)>>,
     config: Config,
     handoff: bool,
     control: &Arc<Control>,

@@ -51,10 +51,10 @@
 //!
 //! # use std::io::{Read, Write};
 //! let server = evloop::Server::builder()
-//!     .listen("127.0.0.1:0".parse().unwrap())
+//!     .listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
 //!     .threads(1)
 //!     .build(Stars { total: 1 << 20, left: 1 << 20 })?;
-//! let addr = server.local_addrs()[0];
+//! let addr = server.local_addrs()[0].inet().unwrap();
 //! let shutdown = server.shutdown_handle();
 //! let running = std::thread::spawn(move || server.run());
 //! let mut client = std::net::TcpStream::connect(addr)?;
@@ -68,7 +68,7 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
-use std::net::SocketAddr;
+use crate::Address;
 
 use crate::context::Context;
 
@@ -189,6 +189,13 @@ impl<'a> Input<'a> {
 /// The per-connection half of a service. Every call gets the connection's
 /// [`Context`]: its output, and the requests the handler may make.
 pub trait Handler: 'static {
+    /// The connection is open, before any input: a protocol where the
+    /// server speaks first (a greeting, daytime, chargen) writes here.
+    fn on_open(&mut self, cx: &mut Context<'_>) -> Action {
+        let _ = cx;
+        Action::Continue
+    }
+
     /// Input arrived: called once per successful read, with all unconsumed
     /// input (earlier leftovers first).
     fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Action;
@@ -219,13 +226,14 @@ pub trait Handler: 'static {
     }
 }
 
-/// A TCP service: shared by all loops, it opens a [`Handler`] per connection.
+/// A service: shared by all loops, it opens a [`Handler`] per connection.
 pub trait Service: Send + Sync + 'static {
     /// The per-connection state.
     type Handler: Handler;
 
-    /// A connection from `peer` was accepted.
-    fn open(&self, peer: SocketAddr) -> Self::Handler;
+    /// A connection from `peer` was accepted ([`Address::Unnamed`] for a
+    /// Unix client without a name, the usual case).
+    fn open(&self, peer: &Address) -> Self::Handler;
 }
 
 /// A handler that can be cloned is its own service: each connection gets a
@@ -234,7 +242,7 @@ pub trait Service: Send + Sync + 'static {
 impl<H: Handler + Clone + Send + Sync> Service for H {
     type Handler = H;
 
-    fn open(&self, _peer: SocketAddr) -> H {
+    fn open(&self, _peer: &Address) -> H {
         self.clone()
     }
 }

@@ -4,7 +4,7 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::Shutdown;
+use std::net::{Shutdown, SocketAddr};
 use std::time::Duration;
 
 use evloop::CloseReason;
@@ -114,11 +114,11 @@ fn ipv6_loopback_is_served_when_available() {
     };
     drop(probe);
     let server = evloop::Server::builder()
-        .listen("[::1]:0".parse().unwrap())
+        .listen("[::1]:0".parse::<SocketAddr>().unwrap())
         .threads(1)
         .build(Echo)
         .unwrap();
-    let addr = server.local_addrs()[0];
+    let addr = server.local_addrs()[0].inet().unwrap();
     let handle = server.shutdown_handle();
     let join = std::thread::spawn(move || server.run());
     assert_eq!(echo_in_chunks(addr, b"over six", 1), b"over six");

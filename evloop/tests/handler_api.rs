@@ -5,6 +5,7 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::Shutdown;
+use std::time::{Duration, Instant};
 
 use evloop::{Action, CloseReason, Context, Handler, Input};
 use support::{LIMIT, connect, start};
@@ -189,4 +190,163 @@ fn lingering_ends_after_a_flood_when_the_client_never_closes() {
     assert_eq!(total.closed(CloseReason::Service), 1, "{total}");
     assert!(report.is_clean(), "cut by the shutdown deadline: {total}");
     drop(stream);
+}
+
+/// A protocol deadline: the client has 300 ms from connecting to finish
+/// its first line (an HTTP header timeout, a handshake timeout). Bytes do
+/// not move it (pitfall 17, slowloris); finishing the line clears it.
+#[derive(Clone)]
+struct FirstLineWithin;
+
+impl Handler for FirstLineWithin {
+    fn on_open(&mut self, cx: &mut Context<'_>) -> Action {
+        cx.set_deadline(Duration::from_millis(300));
+        Action::Continue
+    }
+
+    fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Action {
+        if input.bytes().contains(&b'\n') {
+            cx.clear_deadline();
+            cx.write(b"ok\n");
+            input.consume_all();
+        }
+        Action::Continue
+    }
+
+    fn on_deadline(&mut self, cx: &mut Context<'_>) -> Action {
+        cx.write(b"timeout\n");
+        Action::Close
+    }
+}
+
+#[test]
+fn a_handler_deadline_is_not_moved_by_a_slow_trickle() {
+    let server = start(FirstLineWithin, |b| b.threads(1));
+    let mut slow = connect(server.addr);
+    let started = Instant::now();
+    let trickle = std::thread::spawn({
+        let mut slow = slow.try_clone().unwrap();
+        move || {
+            // A byte every 50 ms, never a newline: an idle timeout would
+            // never fire; the deadline does.
+            for _ in 0..20 {
+                if slow.write_all(b"x").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    });
+    let mut answer = Vec::new();
+    let _ = slow.read_to_end(&mut answer);
+    let after = started.elapsed();
+    assert_eq!(answer, b"timeout\n");
+    assert!(
+        after >= Duration::from_millis(290) && after < Duration::from_secs(5),
+        "{after:?}"
+    );
+    trickle.join().unwrap();
+    drop(slow);
+
+    // A client that finishes its line in time keeps its connection.
+    let mut quick = connect(server.addr);
+    quick.write_all(b"hello\n").unwrap();
+    let mut ok = [0u8; 3];
+    quick.read_exact(&mut ok).unwrap();
+    assert_eq!(&ok, b"ok\n");
+    std::thread::sleep(Duration::from_millis(500));
+    quick.write_all(b"still\n").unwrap();
+    quick.read_exact(&mut ok).unwrap();
+    assert_eq!(&ok, b"ok\n");
+    drop(quick);
+    let total = server.stop().total();
+    assert_eq!(total.closed(CloseReason::Service), 1, "{total}");
+}
+
+/// Pauses its input on `pause` for 200 ms (its deadline resumes it); echoes
+/// other lines; writes its connection id when opened; `abort` resets.
+#[derive(Clone)]
+struct Pausing;
+
+impl Handler for Pausing {
+    fn on_open(&mut self, cx: &mut Context<'_>) -> Action {
+        let id = format!("{}\n", cx.id());
+        cx.write(id.as_bytes());
+        Action::Continue
+    }
+
+    fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Action {
+        while let Some(end) = input.bytes().iter().position(|&b| b == b'\n') {
+            let line = input.bytes()[..=end].to_vec();
+            input.consume(end + 1);
+            match &line[..] {
+                b"pause\n" => {
+                    cx.pause_reading();
+                    cx.set_deadline(Duration::from_millis(200));
+                    cx.write(b"paused\n");
+                    return Action::Continue;
+                }
+                b"abort\n" => return Action::Abort,
+                _ => cx.write(&line),
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_deadline(&mut self, cx: &mut Context<'_>) -> Action {
+        cx.resume_reading();
+        cx.write(b"resumed\n");
+        Action::Continue
+    }
+}
+
+#[track_caller]
+fn read_line(stream: &mut std::net::TcpStream) -> String {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while byte[0] != b'\n' {
+        stream.read_exact(&mut byte).unwrap();
+        line.push(byte[0]);
+    }
+    String::from_utf8(line).unwrap()
+}
+
+#[test]
+fn a_handler_pauses_its_input_and_resumes_it() {
+    let server = start(Pausing, |b| b.threads(1));
+    let mut stream = connect(server.addr);
+    let _id = read_line(&mut stream);
+    stream.write_all(b"pause\n").unwrap();
+    assert_eq!(read_line(&mut stream), "paused\n");
+    let sent = Instant::now();
+    stream.write_all(b"later\n").unwrap();
+    // Nothing is read while paused: the echo comes after the resume.
+    assert_eq!(read_line(&mut stream), "resumed\n");
+    assert_eq!(read_line(&mut stream), "later\n");
+    assert!(
+        sent.elapsed() >= Duration::from_millis(150),
+        "{:?}",
+        sent.elapsed()
+    );
+}
+
+#[test]
+fn connections_have_distinct_ids_and_abort_resets() {
+    let server = start(Pausing, |b| b.threads(2));
+    let mut a = connect(server.addr);
+    let mut b = connect(server.addr);
+    let (id_a, id_b) = (read_line(&mut a), read_line(&mut b));
+    assert_ne!(id_a, id_b);
+    a.write_all(b"abort\n").unwrap();
+    let mut rest = Vec::new();
+    let err = a
+        .read_to_end(&mut rest)
+        .expect_err("a reset, not an end of stream");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+    // The other connection is untouched.
+    b.write_all(b"fine\n").unwrap();
+    assert_eq!(read_line(&mut b), "fine\n");
+    drop(b);
+    let total = server.stop().total();
+    assert_eq!(total.closed(CloseReason::Service), 1, "{total}");
 }

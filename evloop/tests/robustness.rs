@@ -6,6 +6,7 @@
 mod support;
 
 use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use evloop::services::Echo;
@@ -117,7 +118,7 @@ fn handled_signals_after_the_server_is_done_end_the_process() {
     if let Some(index) = std::env::var_os(CHILD) {
         let signal = SIGNALS[index.to_str().unwrap().parse::<usize>().unwrap()];
         let server = evloop::Server::builder()
-            .listen("127.0.0.1:0".parse().unwrap())
+            .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
             .threads(1)
             .handle_signals(true)
             .build(Echo)

@@ -2,11 +2,13 @@
 //! loopback port, read its log, signal it, and always end it.
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
+
+use evloop::Address;
 
 /// The longest any single wait in a test may take.
 pub const LIMIT: Duration = Duration::from_secs(20);
@@ -39,6 +41,9 @@ pub enum Stderr {
 /// A running `evloop serve`; killed on drop if still running.
 pub struct ServerProcess {
     pub child: Child,
+    /// The address in its "listening on" line.
+    pub listening: Address,
+    /// That address, if TCP (else `0.0.0.0:0`).
     pub addr: SocketAddr,
     /// Lines of standard error, as they come.
     lines: Receiver<String>,
@@ -115,6 +120,7 @@ impl ServerProcess {
         });
         let mut server = ServerProcess {
             child,
+            listening: Address::Unnamed,
             addr: "0.0.0.0:0".parse().unwrap(),
             lines,
             log: Vec::new(),
@@ -122,7 +128,10 @@ impl ServerProcess {
         let line = server.wait_for_line("listening on");
         let addr = line.rsplit("listening on ").next().unwrap();
         let addr = addr.split_whitespace().next().unwrap();
-        server.addr = addr.parse().expect("address in the listening line");
+        server.listening = addr.parse().expect("address in the listening line");
+        if let Some(addr) = server.listening.inet() {
+            server.addr = addr;
+        }
         server
     }
 
@@ -248,4 +257,54 @@ pub fn run_to_exit(args: &[&str]) -> (ExitStatus, String, Duration) {
     let mut stderr = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     (status, stderr, start.elapsed())
+}
+
+// ---- real clients ------------------------------------------------------------
+
+/// Fails the test, with what to do, if `tool` is not installed.
+#[track_caller]
+pub fn require(tool: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    assert!(
+        found,
+        "{tool} is not installed: these tests need real Unix socket clients; \
+         install them (Debian: apt-get install socat netcat-openbsd; .ci/run does)"
+    );
+}
+
+/// Runs `command`, feeding it `input` on standard input from another
+/// thread; returns its standard output. Killed if it outlives [`LIMIT`].
+#[track_caller]
+pub fn pipe_through(command: &mut Command, input: &[u8]) -> Vec<u8> {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {command:?}: {e}"));
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let output = std::thread::scope(|s| {
+        s.spawn(move || stdin.write_all(input).expect("write the client's input"));
+        let reading = s.spawn(move || {
+            let mut output = Vec::new();
+            stdout.read_to_end(&mut output).map(|_| output)
+        });
+        let started = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > LIMIT {
+                let _ = child.kill();
+                panic!("{command:?} did not finish within {LIMIT:?}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        reading.join().unwrap().expect("read the client's output")
+    });
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{command:?}: {status}");
+    output
 }

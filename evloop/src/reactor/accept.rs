@@ -2,7 +2,6 @@
 //! hand-off to the least loaded loop, and back-off when descriptors run out.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -11,7 +10,9 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 use super::conn::{Conn, Core, Flags};
+use super::readiness;
 use super::{Command, LoopHandle, Reactor, contain_panic, listener_token};
+use crate::Address;
 use crate::net::{self, Outcome};
 use crate::poll::{self, Interest, Token};
 use crate::service::{CloseReason, Service};
@@ -28,7 +29,9 @@ pub(super) const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 pub(super) const LIMIT_GRACE: Duration = Duration::from_millis(250);
 
 pub(super) struct Listener {
-    pub(super) socket: TcpListener,
+    pub(super) socket: net::Listener,
+    /// Its connections go to the least loaded loop, not only this one.
+    pub(super) handoff: bool,
     pub(super) ready: bool,
 }
 
@@ -51,7 +54,7 @@ impl<S: Service> Reactor<S> {
             match net::accept(&self.listeners[i].socket) {
                 // While descriptors stay scarce, a close lets one accept
                 // through and the next fails: that is still one episode.
-                Outcome::Done((fd, peer)) => self.admit(fd, peer),
+                Outcome::Done((fd, peer)) => self.admit(fd, peer, self.listeners[i].handoff),
                 Outcome::WouldBlock => {
                     // The backlog is empty: if accepting had been failing,
                     // it has recovered; nobody waits for a slot.
@@ -114,20 +117,21 @@ impl<S: Service> Reactor<S> {
     }
 
     /// Counts a freshly accepted connection against the server-wide limit,
-    /// then serves it here or hands it to the least loaded loop.
-    pub(super) fn admit(&mut self, fd: OwnedFd, peer: Option<SocketAddr>) {
+    /// then serves it here or, with `handoff`, hands it to the least loaded
+    /// loop.
+    pub(super) fn admit(&mut self, fd: OwnedFd, peer: Address, handoff: bool) {
         let max = self.shared.config.max_connections;
         if self.shared.active.fetch_add(1, Ordering::AcqRel) >= max {
             self.shared.active.fetch_sub(1, Ordering::AcqRel);
             self.counters.accepted += 1;
             self.counters.closed[CloseReason::Limit.index()] += 1;
             debug!(
-                ?peer,
+                %peer,
                 max, "connection limit reached: closing new connection"
             );
             return; // dropping `fd` closes it
         }
-        let target = if self.shared.handoff {
+        let target = if handoff {
             least_loaded(&self.shared.loops, self.index)
         } else {
             self.index
@@ -154,9 +158,8 @@ impl<S: Service> Reactor<S> {
 
     /// Starts serving an accepted connection already counted in `active`
     /// and in this loop's load.
-    pub(super) fn adopt(&mut self, socket: OwnedFd, peer: Option<SocketAddr>) {
+    pub(super) fn adopt(&mut self, socket: OwnedFd, peer: Address) {
         self.counters.accepted += 1;
-        let peer = peer.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         if let Err(e) = self
@@ -168,7 +171,7 @@ impl<S: Service> Reactor<S> {
             self.release_slot();
             return;
         }
-        let Some(handler) = contain_panic("Service::open", || self.service.open(peer)) else {
+        let Some(handler) = contain_panic("Service::open", || self.service.open(&peer)) else {
             self.counters.closed[CloseReason::Error.index()] += 1;
             self.release_slot();
             return;
@@ -182,7 +185,7 @@ impl<S: Service> Reactor<S> {
         core.flags
             .set(Flags::READ_TO_BLOCK, !poll::REPORTS_URGENT_DATA);
         entry.insert(Conn { core, handler });
-        self.arm(key);
+        self.feed(key, readiness::opened);
     }
 
     /// Forgets one connection in the server-wide and per-loop counts, and

@@ -354,6 +354,12 @@ impl<H: Handler> Conn<H> {
         contain_panic(what, || f(handler, &mut cx)).ok_or(Fate::Close(CloseReason::Error))
     }
 
+    /// The connection is open: the handler may speak first, into `out`.
+    pub(super) fn opened(&mut self, out: &mut Vec<u8>, env: &Env<'_>) -> Result<(), Fate> {
+        let action = self.call("Handler::on_open", out, env, |h, cx| h.on_open(cx))?;
+        self.apply(action)
+    }
+
     /// `fresh` bytes arrived: the handler sees them after any leftovers,
     /// and what it writes goes to `out`. What it leaves (at most
     /// `max_input`) is kept for the next call.

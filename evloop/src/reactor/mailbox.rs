@@ -2,7 +2,6 @@
 //! with a waker so that the loop hears of them while it waits.
 
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -11,13 +10,14 @@ use std::sync::mpsc::{Receiver, Sender};
 use tracing::warn;
 
 use super::WAKER;
+use crate::Address;
 use crate::poll::{Poller, Waker};
 
 /// What other threads may ask of a loop.
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// Serve this accepted connection (hand-off mode).
-    Adopt(OwnedFd, Option<SocketAddr>),
+    /// Serve this accepted connection from this peer (hand-off).
+    Adopt(OwnedFd, Address),
     /// Stop accepting, let connections finish until the shutdown deadline.
     Shutdown,
     /// Close every connection now.

@@ -38,7 +38,6 @@ mod mailbox;
 mod readiness;
 
 use std::io;
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -108,7 +107,9 @@ pub(crate) struct Shared {
     pub(crate) buffered_peaked: AtomicBool,
     /// Every loop's mailbox, by loop index (hand-off targets).
     pub(crate) loops: Vec<Arc<LoopHandle>>,
-    /// Whether one acceptor hands connections to all loops.
+    /// Whether loop 0 hands connections to other loops (from all its
+    /// listeners in `handoff` mode, from its Unix ones in either mode): it
+    /// then relays `Shutdown` to them after its last hand-off.
     pub(crate) handoff: bool,
 }
 
@@ -142,18 +143,21 @@ pub(crate) struct Reactor<S: Service> {
 }
 
 impl<S: Service> Reactor<S> {
+    /// A loop with its listeners, each paired with whether its connections
+    /// are handed to the least loaded loop.
     pub(crate) fn new(
         index: usize,
         poller: Poller,
         mailbox: Receiver<Command>,
         shared: Arc<Shared>,
         service: Arc<S>,
-        listeners: Vec<TcpListener>,
+        listeners: Vec<(net::Listener, bool)>,
     ) -> io::Result<Reactor<S>> {
         let listeners: Vec<Listener> = listeners
             .into_iter()
-            .map(|socket| Listener {
+            .map(|(socket, handoff)| Listener {
                 socket,
+                handoff,
                 ready: false,
             })
             .collect();
@@ -300,6 +304,12 @@ impl<S: Service> Reactor<S> {
     // ---- connections -----------------------------------------------------
 
     fn drive(&mut self, key: usize) {
+        self.feed(key, drive_conn);
+    }
+
+    /// Runs one step of the readiness driver on a connection (a drive, its
+    /// opening, its deadline), then settles what the step left.
+    fn feed(&mut self, key: usize, step: fn(&mut Conn<S::Handler>, &mut Io<'_>) -> Next) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -316,7 +326,7 @@ impl<S: Service> Reactor<S> {
             counters: &mut self.counters,
             over_budget,
         };
-        let next = drive_conn(conn, &mut io);
+        let next = step(conn, &mut io);
         self.settle(key, next);
     }
 
@@ -521,19 +531,7 @@ impl<S: Service> Reactor<S> {
         } else if passed(config.idle_timeout) {
             return self.close(due.key, CloseReason::Idle);
         } else if core.deadline().is_some_and(|d| self.clock.reached(d)) {
-            let mut io = Io {
-                read_buf: &mut self.read_buf,
-                scratch: &mut self.scratch,
-                env: Env {
-                    clock: &self.clock,
-                    config,
-                    loop_index: self.index,
-                },
-                counters: &mut self.counters,
-                over_budget: false,
-            };
-            let next = readiness::deadline_passed(conn, &mut io);
-            return self.settle(due.key, next);
+            return self.feed(due.key, readiness::deadline_passed);
         }
         self.arm(due.key);
     }

@@ -69,6 +69,17 @@ pub(super) fn drive_conn<H: Handler>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Nex
     }
 }
 
+/// A new connection: its handler may speak first; what it writes is sent
+/// and the connection driven like after any call.
+pub(super) fn opened<H: Handler>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Next {
+    io.scratch.clear();
+    let said = conn.opened(io.scratch, &io.env);
+    match send_output(conn, io, said).and_then(|()| drive_phases(conn, io)) {
+        Ok(next) => next,
+        Err(fate) => Next::End(fate),
+    }
+}
+
 /// The handler's deadline passed: it is called, and what it wrote is sent
 /// by a drive like any other output.
 pub(super) fn deadline_passed<H: Handler>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Next {

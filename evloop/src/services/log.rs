@@ -1,8 +1,8 @@
 use std::fmt;
-use std::net::SocketAddr;
 
 use tracing::info;
 
+use crate::Address;
 use crate::context::Context;
 use crate::service::{Action, CloseReason, Handler, Input, Service};
 
@@ -18,10 +18,10 @@ pub struct Log {
 
 impl Service for Log {
     type Handler = LogConn;
-    fn open(&self, peer: SocketAddr) -> LogConn {
+    fn open(&self, peer: &Address) -> LogConn {
         info!(target: "evloop::log", "connect {peer}");
         LogConn {
-            peer,
+            peer: peer.clone(),
             hexdump: self.hexdump,
         }
     }
@@ -30,7 +30,7 @@ impl Service for Log {
 /// One logged connection.
 #[derive(Debug)]
 pub struct LogConn {
-    peer: SocketAddr,
+    peer: Address,
     hexdump: bool,
 }
 

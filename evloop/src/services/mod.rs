@@ -1,9 +1,13 @@
 //! The services `evloop serve` runs: each a few lines on the [`Handler`](crate::Handler) API.
 
+mod chargen;
+mod daytime;
 mod discard;
 mod echo;
 mod log;
 
+pub use chargen::{Chargen, ChargenConn};
+pub use daytime::Daytime;
 pub use discard::Discard;
 pub use echo::Echo;
 pub use log::Log;

@@ -9,6 +9,8 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
@@ -82,6 +84,7 @@ pub fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bo
 /// A server running on its own threads. Dropping it (a failed test) cuts
 /// its connections so nothing hangs.
 pub struct TestServer {
+    /// Its first TCP address (`0.0.0.0:0` if it has none).
     pub addr: SocketAddr,
     handle: ShutdownHandle,
     join: Option<JoinHandle<io::Result<Report>>>,
@@ -93,9 +96,15 @@ pub fn start<S: Service>(
     service: S,
     configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
 ) -> TestServer {
-    let builder = configure(Server::builder().listen("127.0.0.1:0".parse().unwrap()));
-    let server = builder.build(service).expect("server builds");
-    let addr = server.local_addrs()[0];
+    let builder = configure(Server::builder().listen(SocketAddr::from(([127, 0, 0, 1], 0))));
+    run(builder.build(service).expect("server builds"))
+}
+
+/// Runs a server built by the test.
+pub fn run<S: Service>(server: Server<S>) -> TestServer {
+    let addr = (server.local_addrs().iter())
+        .find_map(|a| a.inet())
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     let handle = server.shutdown_handle();
     let join = std::thread::Builder::new()
         .name("test-server".into())
@@ -155,8 +164,44 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     stream
 }
 
+/// Connects to a Unix socket, with read and write timeouts.
+#[track_caller]
+pub fn connect_unix(path: &Path) -> UnixStream {
+    let stream =
+        UnixStream::connect(path).unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
+    stream.set_read_timeout(Some(LIMIT)).unwrap();
+    stream.set_write_timeout(Some(LIMIT)).unwrap();
+    stream
+}
+
+/// A connected stream the clients here can drive: TCP or Unix.
+pub trait Duplex: Read + Write + Send + Sized + 'static {
+    /// A second handle to the same connection.
+    fn duplicate(&self) -> io::Result<Self>;
+    /// Sends end of stream.
+    fn shutdown_write(&self) -> io::Result<()>;
+}
+
+impl Duplex for TcpStream {
+    fn duplicate(&self) -> io::Result<Self> {
+        self.try_clone()
+    }
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+}
+
+impl Duplex for UnixStream {
+    fn duplicate(&self) -> io::Result<Self> {
+        self.try_clone()
+    }
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+}
+
 /// Sends `message` and reads back exactly as many bytes; returns them.
-pub fn try_round_trip(stream: &mut TcpStream, message: &[u8]) -> io::Result<Vec<u8>> {
+pub fn try_round_trip(stream: &mut impl Duplex, message: &[u8]) -> io::Result<Vec<u8>> {
     stream.write_all(message)?;
     let mut back = vec![0; message.len()];
     stream.read_exact(&mut back)?;
@@ -165,7 +210,7 @@ pub fn try_round_trip(stream: &mut TcpStream, message: &[u8]) -> io::Result<Vec<
 
 /// Sends `message`, expects it echoed, and returns the round-trip time.
 #[track_caller]
-pub fn round_trip(stream: &mut TcpStream, message: &[u8]) -> Duration {
+pub fn round_trip(stream: &mut impl Duplex, message: &[u8]) -> Duration {
     let start = Instant::now();
     let back = try_round_trip(stream, message).expect("echo round trip");
     let took = start.elapsed();
@@ -279,6 +324,12 @@ impl Streamer {
         Streamer::spawn(connect(addr), seed, amount, chunk, None)
     }
 
+    /// Like [`Streamer::start`], over the Unix socket at `path`.
+    #[track_caller]
+    pub fn start_unix(path: &Path, seed: u64, amount: Amount, chunk: usize) -> Streamer {
+        Streamer::spawn(connect_unix(path), seed, amount, chunk, None)
+    }
+
     /// Like [`Streamer::start`], but the writer stops once it has sent
     /// `hold_at` bytes and goes on only when `release` is set, so a test
     /// can act while every stream is certainly in mid-flight.
@@ -296,7 +347,7 @@ impl Streamer {
     }
 
     fn spawn(
-        stream: TcpStream,
+        stream: impl Duplex,
         seed: u64,
         amount: Amount,
         chunk: usize,
@@ -306,7 +357,7 @@ impl Streamer {
         let sent = Arc::new(AtomicU64::new(0));
         let received = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let mut reader_stream = stream.try_clone().unwrap();
+        let mut reader_stream = stream.duplicate().unwrap();
         let writer = {
             let (sent, stop) = (Arc::clone(&sent), Arc::clone(&stop));
             std::thread::spawn(move || {
@@ -342,7 +393,7 @@ impl Streamer {
                     sent.store(offset, Ordering::Relaxed);
                 }
                 stream
-                    .shutdown(Shutdown::Write)
+                    .shutdown_write()
                     .map_err(|e| format!("stream {seed}: half-close: {e}"))?;
                 Ok(offset)
             })

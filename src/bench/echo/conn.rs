@@ -2,8 +2,9 @@
 //! checks every byte that comes back.
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
 use std::time::Instant;
+
+use socket2::Socket;
 
 use super::payload::Payload;
 
@@ -34,7 +35,8 @@ pub trait Completions {
 /// `written` counts messages whose every byte went out.
 #[derive(Debug)]
 pub struct Conn {
-    stream: TcpStream,
+    /// A TCP or Unix stream socket.
+    stream: Socket,
     id: u64,
     /// Messages handed to the connection (their send time is recorded).
     queued: u64,
@@ -55,7 +57,7 @@ pub struct Conn {
 impl Conn {
     /// Wraps a connected, non-blocking stream numbered `id`, which will keep
     /// up to `pipeline` messages in flight.
-    pub fn new(stream: TcpStream, id: u64, pipeline: usize, now: Instant) -> Conn {
+    pub fn new(stream: Socket, id: u64, pipeline: usize, now: Instant) -> Conn {
         Conn {
             stream,
             id,
@@ -197,7 +199,7 @@ impl Conn {
 
 #[cfg(test)]
 mod tests {
-    use std::net::TcpListener;
+    use std::net::{TcpListener, TcpStream};
 
     use super::*;
 
@@ -219,7 +221,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
-        let mut conn = Conn::new(client, 7, pipeline, Instant::now());
+        let mut conn = Conn::new(client.into(), 7, pipeline, Instant::now());
         conn.top_up(Instant::now());
         let mut scratch = vec![0; 64 * 1024];
         conn.flush(payload, &mut scratch).unwrap();

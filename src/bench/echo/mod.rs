@@ -7,7 +7,7 @@
 //! bytes are caught. A mismatch is printed, counted, and fails the run.
 //!
 //! It runs on evloop's own poller: one [`Poller`](evloop::poll::Poller) per
-//! thread, non-blocking std `TcpStream`s registered once for both
+//! thread, non-blocking TCP or Unix stream sockets registered once for both
 //! directions (edge-triggered), reused read and write buffers, and no
 //! allocation per event. Latency is measured from the moment a message is
 //! queued to the moment its last byte is back, into an HDR histogram.
@@ -41,12 +41,13 @@ mod report;
 mod worker;
 
 use std::io::Write as _;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::ToSocketAddrs;
 use std::process::ExitCode;
 use std::sync::Barrier;
 use std::thread;
 use std::time::Duration;
 
+use evloop::Address;
 use report::Summary;
 use worker::{Plan, Tally};
 
@@ -56,7 +57,8 @@ const MAX_SIZE: u64 = 16 * 1024 * 1024;
 /// Options of `evloop bench echo`.
 #[derive(clap::Args, Debug)]
 pub struct EchoArgs {
-    /// The echo server, as HOST:PORT.
+    /// The echo server: HOST:PORT, or a Unix socket as unix:/path/to.sock
+    /// or unix:@name (Linux abstract namespace).
     #[arg(long, value_name = "ADDR")]
     target: String,
     /// Connections to open.
@@ -135,11 +137,17 @@ pub fn run(args: EchoArgs) -> ExitCode {
     }
 }
 
-fn resolve(target: &str) -> Result<SocketAddr, String> {
+fn resolve(target: &str) -> Result<Address, String> {
+    if target.starts_with("unix:") {
+        return target
+            .parse()
+            .map_err(|e| format!("--target {target}: {e}"));
+    }
     target
         .to_socket_addrs()
         .map_err(|e| format!("--target {target}: {e}"))?
         .next()
+        .map(Address::Inet)
         .ok_or_else(|| format!("--target {target}: no address"))
 }
 

@@ -124,9 +124,7 @@ impl Summary {
                 "\"connect_errors\":{connect_errors},\"io_errors\":{io_errors},",
                 "\"mismatches\":{mismatches},\"passed\":{passed}}}"
             ),
-            // An address's text (digits, dots, colons, brackets, hex,
-            // `%scope`) never needs escaping in JSON.
-            target = plan.target,
+            target = json_escaped(&plan.target.to_string()),
             connections = self.connections,
             connected = t.connected,
             size = plan.size,
@@ -169,6 +167,21 @@ fn human_latency(duration: Duration) -> String {
         0
     };
     format!("{value:.decimals$}{unit}")
+}
+
+/// `text` as the inside of a JSON string: a Unix socket's path may hold
+/// quotes, backslashes or control characters.
+fn json_escaped(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '"' => escaped.push_str("\\\""),
+            '\\' => escaped.push_str("\\\\"),
+            c if c.is_control() => escaped.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => escaped.push(c),
+        }
+    }
+    escaped
 }
 
 #[cfg(test)]
@@ -235,6 +248,14 @@ mod tests {
         ] {
             assert!(json.contains(field), "{field} missing from {json}");
         }
+    }
+
+    #[test]
+    fn a_socket_path_is_escaped_in_json() {
+        assert_eq!(
+            json_escaped("unix:/tmp/a \"b\"\\c\n"),
+            "unix:/tmp/a \\\"b\\\"\\\\c\\u000a"
+        );
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! One load-generating thread: its own poller, its share of the connections.
 
+use std::ffi::OsStr;
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::os::unix::ffi::OsStrExt;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
+use evloop::Address;
 use evloop::poll::{Events, Interest, Poller, Token};
 use hdrhistogram::Histogram;
+use socket2::{SockAddr, Socket, Type};
 
 use super::conn::{Completions, Conn, Mismatch};
 use super::payload::Payload;
@@ -23,10 +26,10 @@ const PRINTED_PER_KIND: u64 = 5;
 const MAX_LATENCY_NANOS: u64 = 60_000_000_000;
 
 /// What every thread does.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Plan {
-    /// The echo server.
-    pub target: SocketAddr,
+    /// The echo server: TCP or a Unix socket.
+    pub target: Address,
     /// Bytes per message.
     pub size: usize,
     /// Messages in flight per connection.
@@ -90,7 +93,7 @@ impl Tally {
             .expect("histograms with the same bounds add up");
     }
 
-    fn io_error(&mut self, target: SocketAddr, error: &io::Error) {
+    fn io_error(&mut self, target: &Address, error: &io::Error) {
         self.io_errors += 1;
         if self.io_errors <= PRINTED_PER_KIND {
             say!("error: connection to {target}: {error}");
@@ -148,7 +151,7 @@ pub fn run(plan: &Plan, ids: impl Iterator<Item = u64>, start: &Barrier) -> io::
             .expect("every connection is open before the start");
         conn.top_up(started);
         if let Err(e) = conn.flush(&payload, &mut write_buffer) {
-            tally.io_error(plan.target, &e);
+            tally.io_error(&plan.target, &e);
             *slot = None;
         }
     }
@@ -177,7 +180,7 @@ pub fn run(plan: &Plan, ids: impl Iterator<Item = u64>, start: &Barrier) -> io::
             // Each message completed by the read queued its successor: send.
             result = result.and_then(|()| conn.flush(&payload, &mut write_buffer));
             if let Err(e) = result {
-                tally.io_error(plan.target, &e);
+                tally.io_error(&plan.target, &e);
                 // Closing the socket also removes it from the poller.
                 *slot = None;
             }
@@ -197,7 +200,7 @@ fn connect_all(
     let mut connect_errors = 0;
     let mut conns = Vec::new();
     for id in ids {
-        match connect(plan.target, plan.connect_timeout) {
+        match connect(&plan.target, plan.connect_timeout) {
             Ok(stream) => {
                 let interest = Interest::READABLE | Interest::WRITABLE;
                 poller.register(&stream, Token(conns.len()), interest)?;
@@ -214,11 +217,34 @@ fn connect_all(
     Ok((poller, conns, connect_errors))
 }
 
-/// A connected, non-blocking stream with Nagle's algorithm off (small
-/// messages must go out at once).
-fn connect(target: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-    let stream = TcpStream::connect_timeout(&target, timeout)?;
-    stream.set_nodelay(true)?;
+/// A connected, non-blocking stream socket; over TCP with Nagle's
+/// algorithm off (small messages must go out at once).
+fn connect(target: &Address, timeout: Duration) -> io::Result<Socket> {
+    let address = match target {
+        Address::Inet(addr) => SockAddr::from(*addr),
+        Address::Unix(path) => SockAddr::unix(path)?,
+        Address::Abstract(name) => {
+            if !cfg!(any(target_os = "linux", target_os = "android")) {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "abstract socket names exist on Linux and Android only",
+                ));
+            }
+            // socket2 takes a leading NUL for the abstract namespace.
+            SockAddr::unix(OsStr::from_bytes(&[&[0], name.as_slice()].concat()))?
+        }
+        _ => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no address to connect to",
+            ));
+        }
+    };
+    let stream = Socket::new(address.domain(), Type::STREAM, None)?;
+    stream.connect_timeout(&address, timeout)?;
+    if target.inet().is_some() {
+        stream.set_tcp_nodelay(true)?;
+    }
     stream.set_nonblocking(true)?;
     Ok(stream)
 }
