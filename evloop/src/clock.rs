@@ -33,22 +33,34 @@ pub(crate) struct Clock {
     epoch: Instant,
     /// The time of this turn, read once after each wait.
     pub(crate) now: Instant,
+    /// `now` as a tick, worked out once per turn: connections are stamped
+    /// with it on every read and write.
+    now_tick: Tick,
 }
 
 impl Clock {
     pub(crate) fn start() -> Clock {
         let now = Instant::now();
-        Clock { epoch: now, now }
+        Clock {
+            epoch: now,
+            now,
+            now_tick: Tick(NonZeroU32::MIN),
+        }
     }
 
     /// Reads the time for a new turn.
     pub(crate) fn advance(&mut self) {
-        self.now = Instant::now();
+        self.set(Instant::now());
+    }
+
+    fn set(&mut self, now: Instant) {
+        self.now = now;
+        self.now_tick = self.tick_at(now);
     }
 
     /// The current turn's tick.
     pub(crate) fn tick(&self) -> Tick {
-        self.tick_at(self.now)
+        self.now_tick
     }
 
     /// The tick `after` from now (at most [`MAX_SPAN`]).
@@ -100,7 +112,7 @@ mod tests {
         let back = clock.instant(later);
         assert!(back >= clock.now + Duration::from_millis(1999));
         assert!(back <= clock.now + Duration::from_millis(2001));
-        clock.now += Duration::from_secs(3);
+        clock.set(clock.now + Duration::from_secs(3));
         assert!(clock.reached(later));
         // Near the wrap: a tick just below u32::MAX and one just past it.
         let before_wrap = Tick(NonZeroU32::new(u32::MAX - 5).unwrap());

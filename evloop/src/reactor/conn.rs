@@ -75,10 +75,12 @@ impl Flags {
 
     const PAUSED: u16 = Self::PAUSED_OUTPUT | Self::PAUSED_BUDGET | Self::PAUSED_HANDLER;
 
+    #[inline]
     pub(crate) fn has(self, bits: u16) -> bool {
         self.0 & bits != 0
     }
 
+    #[inline]
     pub(crate) fn set(&mut self, bits: u16, on: bool) {
         if on {
             self.0 |= bits;
@@ -160,6 +162,7 @@ impl Core {
     }
 
     /// Output produced and not yet sent.
+    #[inline]
     pub(super) fn pending(&self) -> usize {
         self.buffers
             .as_ref()
@@ -167,6 +170,7 @@ impl Core {
     }
 
     /// The output not yet sent.
+    #[inline]
     pub(super) fn unsent(&self) -> &[u8] {
         self.buffers
             .as_ref()
@@ -175,6 +179,7 @@ impl Core {
 
     /// Whether the connection holds bytes: output not sent, or input its
     /// handler left.
+    #[inline]
     pub(super) fn holds_bytes(&self) -> bool {
         self.buffers
             .as_ref()
@@ -197,6 +202,7 @@ impl Core {
     }
 
     /// Queues output the driver could not send yet.
+    #[inline]
     pub(super) fn keep_output(&mut self, unsent: &[u8]) {
         if !unsent.is_empty() {
             self.buffers().output.extend_from_slice(unsent);
@@ -205,6 +211,7 @@ impl Core {
 
     /// Whether the driver should read: the connection is open and not
     /// paused, or lingering (its input is discarded).
+    #[inline]
     pub(super) fn wants_read(&self) -> bool {
         match self.phase {
             Phase::Open => !self.flags.has(Flags::PAUSED),
@@ -214,6 +221,7 @@ impl Core {
     }
 
     /// The readiness the poller should report.
+    #[inline]
     pub(super) fn wanted_interest(&self) -> Interest {
         let mut interest = Interest::NONE;
         if self.wants_read() {
@@ -226,6 +234,7 @@ impl Core {
     }
 
     /// The handler's deadline, if it has one.
+    #[inline]
     pub(super) fn deadline(&self) -> Option<Tick> {
         self.deadline
     }
@@ -244,6 +253,7 @@ impl Core {
 
     /// Lifts the output and budget pauses once the output has drained to
     /// `low` (the budget is looked at again before the next read).
+    #[inline]
     pub(super) fn resume_if_drained(&mut self, low: usize) {
         if self.pending() <= low {
             self.flags
@@ -252,6 +262,7 @@ impl Core {
     }
 
     /// Pauses reading once the output passes `high`; says whether it did.
+    #[inline]
     pub(super) fn pause_if_full(&mut self, high: usize) -> bool {
         let pause = !self.flags.has(Flags::PAUSED_OUTPUT) && self.pending() >= high;
         if pause {
@@ -266,6 +277,7 @@ impl Core {
 
     /// Takes the leftover input out, to hand it to the handler beside a
     /// mutable borrow of the rest.
+    #[inline]
     fn take_input(&mut self) -> Vec<u8> {
         self.buffers
             .as_mut()
@@ -273,6 +285,7 @@ impl Core {
             .unwrap_or_default()
     }
 
+    #[inline]
     fn put_input(&mut self, input: Vec<u8>) {
         if input.capacity() > 0 {
             self.buffers().input = input;
@@ -289,7 +302,14 @@ impl Core {
     /// Brings the server's count of buffered bytes up to date, and frees
     /// the buffers once they are empty. When the count falls back after a
     /// peak, the memory the allocator kept is given back to the system.
+    #[inline]
     pub(super) fn account(&mut self, shared: &Shared) {
+        if self.buffers.is_some() {
+            self.account_buffers(shared);
+        }
+    }
+
+    fn account_buffers(&mut self, shared: &Shared) {
         let Some(b) = &mut self.buffers else {
             return;
         };

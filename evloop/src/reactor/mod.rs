@@ -355,14 +355,24 @@ impl<S: Service> Reactor<S> {
                 }
             },
         };
+        // Most connections of most servers have no deadline at all.
+        let may_have_deadline = self.shared.config.idle_timeout.is_some()
+            || conn.core.deadline().is_some()
+            || conn.core.phase == Phase::Lingering;
         match next {
-            Next::Keep => self.arm(key),
+            Next::Keep => {
+                if may_have_deadline {
+                    self.arm(key);
+                }
+            }
             Next::Requeue => {
                 if !conn.core.flags.has(Flags::QUEUED) {
                     conn.core.flags.set(Flags::QUEUED, true);
                     self.ready.push(key);
                 }
-                self.arm(key);
+                if may_have_deadline {
+                    self.arm(key);
+                }
             }
             Next::End(Fate::Close(reason)) => self.close(key, reason),
             Next::End(Fate::Abort) => {
@@ -397,6 +407,7 @@ impl<S: Service> Reactor<S> {
         let Some(conn) = self.conns.get(key) else {
             return;
         };
+
         let Some(next) = self.next_deadline(&conn.core) else {
             return;
         };
