@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 use evloop::services::{Chargen, Daytime, Discard, Echo, Log};
-use evloop::{Address, Balance, Server, ServerBuilder, Service, net};
+use evloop::{Address, Balance, Server, ServerBuilder, Service};
 use tracing::{error, info, warn};
 
 use crate::{addr, duration, size};
@@ -103,7 +103,8 @@ fn parse_max_buffered(text: &str) -> Result<usize, String> {
 
 /// A backlog: at least 1; larger than the kernel takes is its maximum.
 fn parse_backlog(text: &str) -> Result<i32, String> {
-    parse_count(text).map(|n| i32::try_from(n).unwrap_or(net::DEFAULT_BACKLOG))
+    // Beyond i32: the largest listen() takes, which the kernel lowers to its maximum.
+    parse_count(text).map(|n| i32::try_from(n).unwrap_or(i32::MAX))
 }
 
 /// A number of loops: 1 to [`MAX_THREADS`].
@@ -127,16 +128,10 @@ pub fn run(args: ServeArgs) -> ExitCode {
         }
     };
     match args.service.as_str() {
-        "log" => serve(
-            builder,
-            Log {
-                hexdump: args.hexdump,
-            },
-            "log",
-        ),
+        "log" => serve(builder, Log::new(args.hexdump), "log"),
         "echo" => serve(builder, Echo, "echo"),
         "discard" => serve(builder, Discard, "discard"),
-        "chargen" => serve(builder, Chargen, "chargen"),
+        "chargen" => serve(builder, Chargen::default(), "chargen"),
         "daytime" => serve(builder, Daytime, "daytime"),
         other => {
             say!(

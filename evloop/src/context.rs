@@ -1,9 +1,12 @@
 //! What a handler can see of its connection and ask of the loop.
 
 use std::fmt;
+use std::io;
 use std::time::Duration;
 
+use crate::Address;
 use crate::clock::Clock;
+use crate::net;
 use crate::reactor::Core;
 
 /// A connection's identity, unique among the open connections of a server
@@ -22,6 +25,19 @@ impl fmt::Display for ConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}", self.0 >> 32, self.0 & u64::from(u32::MAX))
     }
+}
+
+/// Who is at the other end of a Unix socket, as the kernel recorded it
+/// when the peer connected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Credentials {
+    /// The peer's process id.
+    pub pid: u32,
+    /// The peer's effective user id.
+    pub uid: u32,
+    /// The peer's effective group id.
+    pub gid: u32,
 }
 
 /// Passed to every [`Handler`](crate::Handler) call: the connection's
@@ -60,6 +76,27 @@ impl Context<'_> {
     /// The connection's identity.
     pub fn id(&self) -> ConnId {
         self.id
+    }
+
+    /// The peer's address: IP and port, or a Unix socket's path, abstract
+    /// name or [`Address::Unnamed`] (the usual client). Asks the kernel
+    /// (`getpeername`): a handler that needs it often keeps a copy.
+    pub fn peer(&self) -> io::Result<Address> {
+        net::peer_of(self.core.socket())
+    }
+
+    /// The address the connection arrived on (`getsockname`): which of
+    /// several listeners, or the port chosen for port 0.
+    pub fn local(&self) -> io::Result<Address> {
+        net::local_of(self.core.socket())
+    }
+
+    /// The process, user and group at the other end of a Unix socket
+    /// (`SO_PEERCRED`): an error for TCP, and on systems other than Linux
+    /// and Android for now.
+    pub fn peer_credentials(&self) -> io::Result<Credentials> {
+        let (pid, uid, gid) = net::peer_credentials(self.core.socket())?;
+        Ok(Credentials { pid, uid, gid })
     }
 
     /// Calls [`Handler::on_deadline`](crate::Handler::on_deadline) once

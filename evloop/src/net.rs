@@ -20,6 +20,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tracing::debug;
 
 use crate::Address;
+use crate::error;
 
 /// The listen backlog used when none is given: the largest the kernel allows.
 /// Linux, FreeBSD and macOS clamp `listen`'s argument to their configured
@@ -110,38 +111,9 @@ pub fn bind_listener(
         )),
     }
     .map_err(|error| {
-        io::Error::new(
-            error.kind(),
-            BindError {
-                address: addr.clone(),
-                error,
-            },
-        )
+        let message = format!("{addr}: {}", describe(addr, &error));
+        error::described(error, message)
     })
-}
-
-/// A bind error that names the address, with the OS error as its source.
-#[derive(Debug)]
-struct BindError {
-    address: Address,
-    error: io::Error,
-}
-
-impl std::fmt::Display for BindError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}: {}",
-            self.address,
-            describe(&self.address, &self.error)
-        )
-    }
-}
-
-impl std::error::Error for BindError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.error)
-    }
 }
 
 fn bind_tcp(addr: SocketAddr, backlog: i32, share: Share) -> io::Result<Listener> {
@@ -416,16 +388,53 @@ pub(crate) fn reset_on_close(socket: &impl AsFd) -> io::Result<()> {
 pub(crate) fn accept(listener: &impl AsFd) -> Outcome<(OwnedFd, Address)> {
     loop {
         let result =
-            accept_nonblocking(listener.as_fd()).map(|(fd, addr)| (fd, peer_address(addr)));
+            accept_nonblocking(listener.as_fd()).map(|(fd, addr)| (fd, socket_address(addr)));
         if let Some(outcome) = classify(result) {
             return outcome;
         }
     }
 }
 
-/// The peer's address as `accept` reported it; a Unix client that did not
+/// The address of a connected socket's peer (`getpeername`).
+pub(crate) fn peer_of(socket: &impl AsFd) -> io::Result<Address> {
+    Ok(socket_address(rustix::net::getpeername(socket)?))
+}
+
+/// The address a socket is bound to (`getsockname`).
+pub(crate) fn local_of(socket: &impl AsFd) -> io::Result<Address> {
+    Ok(socket_address(Some(rustix::net::getsockname(socket)?)))
+}
+
+/// Who is at the other end of a Unix socket: the process, user and group
+/// that connected (`SO_PEERCRED`, Linux and Android).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn peer_credentials(socket: &impl AsFd) -> io::Result<(u32, u32, u32)> {
+    if rustix::net::getsockname(socket)?.address_family() != AddressFamily::UNIX {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "peer credentials exist for Unix sockets only",
+        ));
+    }
+    let cred = rustix::net::sockopt::socket_peercred(socket)?;
+    Ok((
+        cred.pid.as_raw_nonzero().get() as u32,
+        cred.uid.as_raw(),
+        cred.gid.as_raw(),
+    ))
+}
+
+/// Peer credentials are read on Linux and Android only so far.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) fn peer_credentials(_socket: &impl AsFd) -> io::Result<(u32, u32, u32)> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "peer credentials are read on Linux and Android only",
+    ))
+}
+
+/// A socket address as the kernel reported it; a Unix socket that did not
 /// bind a name is [`Address::Unnamed`].
-fn peer_address(addr: Option<SocketAddrAny>) -> Address {
+fn socket_address(addr: Option<SocketAddrAny>) -> Address {
     let Some(addr) = addr else {
         return Address::Unnamed;
     };

@@ -1,59 +1,4 @@
 //! The server: listeners, one loop per thread, signals and graceful shutdown.
-//!
-//! ```no_run
-//! use std::time::Duration;
-//! use evloop::{Address, Server, services::Echo};
-//!
-//! let server = Server::builder()
-//!     .listen("127.0.0.1:7007".parse::<Address>().unwrap())
-//!     .listen("unix:/run/evloop.sock".parse::<Address>().unwrap())
-//!     .unix_mode(0o660)
-//!     .threads(2)
-//!     .max_connections(10_000)
-//!     .idle_timeout(Some(Duration::from_secs(60)))
-//!     .handle_signals(true) // SIGINT/SIGTERM/SIGQUIT: drain, then return
-//!     .build(Echo)?;
-//! for addr in server.local_addrs() {
-//!     println!("listening on {addr}");
-//! }
-//! let report = server.run()?;
-//! println!("{}", report.total());
-//! # Ok::<(), std::io::Error>(())
-//! ```
-//!
-//! # Threads
-//!
-//! [`Server::run`] spawns one thread per loop (`evloop-0`, `evloop-1`, …) and
-//! uses the calling thread as the control thread: it sleeps on its own poller
-//! until a signal, a [`ShutdownHandle`] request or a loop's exit wakes it, and
-//! relays shutdown to the loops through their mailboxes.
-//!
-//! # Shutdown
-//!
-//! The first request (SIGINT, SIGTERM, SIGQUIT or
-//! [`ShutdownHandle::shutdown`]) makes every loop accept what is already
-//! queued, close its listeners (new connections are refused from then on)
-//! and serve its connections until they close or `shutdown_timeout` passes,
-//! when the rest are cut. A second request cuts them at once.
-//! [`Report::is_clean`] tells whether any were cut.
-//!
-//! # Signals
-//!
-//! With [`ServerBuilder::handle_signals`] on, the server takes over the
-//! signals an operator commonly sends, following nginx's conventions, and
-//! logs one line naming each signal it receives:
-//!
-//! | signal | what the server does |
-//! |---|---|
-//! | SIGINT, SIGTERM, SIGQUIT | a shutdown request (above) |
-//! | SIGHUP | nginx reloads its configuration; nothing to reload yet: logs that and keeps serving |
-//! | SIGUSR1 | nginx reopens its log files; evloop opens none (the program logs to standard error): logs that and keeps serving |
-//! | SIGUSR2 | nginx upgrades its binary; not supported yet: logs that and keeps serving |
-//!
-//! The handlers only write a byte to a pipe per signal, which the control
-//! thread watches. Once no server in the process handles signals (every
-//! such server has returned from [`Server::run`] or been dropped), these
-//! signals take their default action again.
 
 use std::io;
 use std::net::SocketAddr;
@@ -76,6 +21,7 @@ use crate::stats::Counters;
 
 /// How connections are spread over loops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Balance {
     /// Each loop binds its own listener with `SO_REUSEPORT`
     /// (`SO_REUSEPORT_LB` on FreeBSD) and the kernel spreads connections.
@@ -158,7 +104,8 @@ impl ServerBuilder {
         self
     }
 
-    /// The listen backlog. Default: the OS maximum ([`net::DEFAULT_BACKLOG`]).
+    /// The listen backlog. Default: the OS maximum (the kernel lowers larger
+    /// values to its `somaxconn`).
     pub fn backlog(mut self, backlog: i32) -> Self {
         self.backlog = backlog;
         self
@@ -241,7 +188,7 @@ impl ServerBuilder {
     /// Whether [`Server::run`] handles SIGINT, SIGTERM and SIGQUIT (first:
     /// graceful shutdown; second: cut connections now) and SIGHUP, SIGUSR1
     /// and SIGUSR2 (logged; the server keeps serving): see
-    /// [the module docs](crate::server#signals). No other signal is touched.
+    /// [`Server`'s docs](Server#signals). No other signal is touched.
     /// The handlers are installed by [`build`](Self::build), so a signal that
     /// arrives before `run` is acted on when it starts; once no server in
     /// the process handles them (each has returned from `run` or been
@@ -327,6 +274,61 @@ impl ServerBuilder {
 }
 
 /// A bound server, ready to [`run`](Server::run).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use evloop::{Address, Server, services::Echo};
+///
+/// let server = Server::builder()
+///     .listen("127.0.0.1:7007".parse::<Address>().unwrap())
+///     .listen("unix:/run/evloop.sock".parse::<Address>().unwrap())
+///     .unix_mode(0o660)
+///     .threads(2)
+///     .max_connections(10_000)
+///     .idle_timeout(Some(Duration::from_secs(60)))
+///     .handle_signals(true) // SIGINT/SIGTERM/SIGQUIT: drain, then return
+///     .build(Echo)?;
+/// for addr in server.local_addrs() {
+///     println!("listening on {addr}");
+/// }
+/// let report = server.run()?;
+/// println!("{}", report.total());
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// # Threads
+///
+/// [`Server::run`] spawns one thread per loop (`evloop-0`, `evloop-1`, …) and
+/// uses the calling thread as the control thread: it sleeps on its own poller
+/// until a signal, a [`ShutdownHandle`] request or a loop's exit wakes it, and
+/// relays shutdown to the loops through their mailboxes.
+///
+/// # Shutdown
+///
+/// The first request (SIGINT, SIGTERM, SIGQUIT or
+/// [`ShutdownHandle::shutdown`]) makes every loop accept what is already
+/// queued, close its listeners (new connections are refused from then on)
+/// and serve its connections until they close or `shutdown_timeout` passes,
+/// when the rest are cut. A second request cuts them at once.
+/// [`Report::is_clean`] tells whether any were cut.
+///
+/// # Signals
+///
+/// With [`ServerBuilder::handle_signals`] on, the server takes over the
+/// signals an operator commonly sends, following nginx's conventions, and
+/// logs one line naming each signal it receives:
+///
+/// | signal | what the server does |
+/// |---|---|
+/// | SIGINT, SIGTERM, SIGQUIT | a shutdown request (above) |
+/// | SIGHUP | nginx reloads its configuration; nothing to reload yet: logs that and keeps serving |
+/// | SIGUSR1 | nginx reopens its log files; evloop opens none (the program logs to standard error): logs that and keeps serving |
+/// | SIGUSR2 | nginx upgrades its binary; not supported yet: logs that and keeps serving |
+///
+/// The handlers only write a byte to a pipe per signal, which the control
+/// thread watches. Once no server in the process handles signals (every
+/// such server has returned from [`Server::run`] or been dropped), these
+/// signals take their default action again.
 #[derive(Debug)]
 pub struct Server<S> {
     service: Arc<S>,

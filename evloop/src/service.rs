@@ -5,68 +5,6 @@
 //! what it used, and appends what it wants sent to its [`Context`]'s output.
 //! It never sees readiness, sockets or the event queue, so the same
 //! services run unchanged on a completion-based backend (io_uring).
-//!
-//! A streaming handler — one whose answer is longer than it should hold in
-//! memory — writes a chunk, asks to be told when it has drained, and writes
-//! the next chunk then:
-//!
-//! ```
-//! use evloop::{Action, Context, Handler, Input};
-//!
-//! /// Answers any request with `total` bytes of `*`, 16 KiB at a time.
-//! #[derive(Clone)]
-//! struct Stars {
-//!     total: u64,
-//!     left: u64,
-//! }
-//!
-//! impl Stars {
-//!     fn next_chunk(&mut self, cx: &mut Context<'_>) -> Action {
-//!         let n = self.left.min(16 * 1024);
-//!         let out = cx.output();
-//!         out.resize(out.len() + n as usize, b'*');
-//!         self.left -= n;
-//!         if self.left == 0 {
-//!             return Action::Close; // after the output is out
-//!         }
-//!         cx.notify_drained();
-//!         Action::Continue
-//!     }
-//! }
-//!
-//! impl Handler for Stars {
-//!     fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Action {
-//!         input.consume_all();
-//!         if self.left != self.total {
-//!             return Action::Continue; // already streaming
-//!         }
-//!         cx.pause_reading();
-//!         self.next_chunk(cx)
-//!     }
-//!
-//!     fn on_drained(&mut self, cx: &mut Context<'_>) -> Action {
-//!         self.next_chunk(cx)
-//!     }
-//! }
-//!
-//! # use std::io::{Read, Write};
-//! let server = evloop::Server::builder()
-//!     .listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
-//!     .threads(1)
-//!     .build(Stars { total: 1 << 20, left: 1 << 20 })?;
-//! let addr = server.local_addrs()[0].inet().unwrap();
-//! let shutdown = server.shutdown_handle();
-//! let running = std::thread::spawn(move || server.run());
-//! let mut client = std::net::TcpStream::connect(addr)?;
-//! client.write_all(b"go\n")?;
-//! let mut got = Vec::new();
-//! client.read_to_end(&mut got)?;
-//! assert_eq!(got.len(), 1 << 20);
-//! drop(client); // the server lingers until the client closes too
-//! shutdown.shutdown();
-//! running.join().unwrap()?;
-//! # Ok::<(), std::io::Error>(())
-//! ```
 
 use crate::Address;
 
@@ -188,6 +126,68 @@ impl<'a> Input<'a> {
 
 /// The per-connection half of a service. Every call gets the connection's
 /// [`Context`]: its output, and the requests the handler may make.
+///
+///  A streaming handler — one whose answer is longer than it should hold in
+///  memory — writes a chunk, asks to be told when it has drained, and writes
+///  the next chunk then:
+///
+///  ```
+///  use evloop::{Action, Context, Handler, Input};
+///
+///  /// Answers any request with `total` bytes of `*`, 16 KiB at a time.
+///  #[derive(Clone)]
+///  struct Stars {
+///      total: u64,
+///      left: u64,
+///  }
+///
+///  impl Stars {
+///      fn next_chunk(&mut self, cx: &mut Context<'_>) -> Action {
+///          let n = self.left.min(16 * 1024);
+///          let out = cx.output();
+///          out.resize(out.len() + n as usize, b'*');
+///          self.left -= n;
+///          if self.left == 0 {
+///              return Action::Close; // after the output is out
+///          }
+///          cx.notify_drained();
+///          Action::Continue
+///      }
+///  }
+///
+///  impl Handler for Stars {
+///      fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Action {
+///          input.consume_all();
+///          if self.left != self.total {
+///              return Action::Continue; // already streaming
+///          }
+///          cx.pause_reading();
+///          self.next_chunk(cx)
+///      }
+///
+///      fn on_drained(&mut self, cx: &mut Context<'_>) -> Action {
+///          self.next_chunk(cx)
+///      }
+///  }
+///
+///  # use std::io::{Read, Write};
+///  let server = evloop::Server::builder()
+///      .listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+///      .threads(1)
+///      .build(Stars { total: 1 << 20, left: 1 << 20 })?;
+///  let addr = server.local_addrs()[0].inet().unwrap();
+///  let shutdown = server.shutdown_handle();
+///  let running = std::thread::spawn(move || server.run());
+///  let mut client = std::net::TcpStream::connect(addr)?;
+///  client.write_all(b"go\n")?;
+///  let mut got = Vec::new();
+///  client.read_to_end(&mut got)?;
+///  assert_eq!(got.len(), 1 << 20);
+///  drop(client); // the server lingers until the client closes too
+///  shutdown.shutdown();
+///  running.join().unwrap()?;
+///  # Ok::<(), std::io::Error>(())
+///  ```
 pub trait Handler: 'static {
     /// The connection is open, before any input: a protocol where the
     /// server speaks first (a greeting, daytime, chargen) writes here.

@@ -350,3 +350,63 @@ fn connections_have_distinct_ids_and_abort_resets() {
     let total = server.stop().total();
     assert_eq!(total.closed(CloseReason::Service), 1, "{total}");
 }
+
+/// Writes what its context says of the connection: peer, local address and
+/// peer credentials (or the error), one per line.
+#[derive(Clone)]
+struct WhoIsThere;
+
+impl Handler for WhoIsThere {
+    fn on_open(&mut self, cx: &mut Context<'_>) -> Action {
+        let text = format!(
+            "{}\n{}\n{:?}\n",
+            cx.peer().map_or_else(|e| e.to_string(), |a| a.to_string()),
+            cx.local().map_or_else(|e| e.to_string(), |a| a.to_string()),
+            cx.peer_credentials().map(|c| (c.pid, c.uid, c.gid)),
+        );
+        cx.write(text.as_bytes());
+        Action::Close
+    }
+
+    fn on_data(&mut self, input: &mut Input<'_>, _cx: &mut Context<'_>) -> Action {
+        input.consume_all();
+        Action::Continue
+    }
+}
+
+#[test]
+fn the_context_names_both_ends_and_a_unix_peers_credentials() {
+    let server = start(WhoIsThere, |b| b.threads(1));
+    let mut tcp = connect(server.addr);
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], tcp.local_addr().unwrap().to_string());
+    assert_eq!(lines[1], server.addr.to_string());
+    assert!(
+        lines[2].starts_with("Err("),
+        "TCP has no peer credentials: {text}"
+    );
+
+    let path = std::env::temp_dir().join(format!("evloop-who-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let unix = start(WhoIsThere, |b| {
+        b.threads(1).listen(evloop::Address::Unix(path.clone()))
+    });
+    let mut client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    let mut text = String::new();
+    client.read_to_string(&mut text).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "unix:(unnamed)");
+    assert_eq!(lines[1], format!("unix:{}", path.display()));
+    let me = (
+        std::process::id(),
+        rustix::process::getuid().as_raw(),
+        rustix::process::getgid().as_raw(),
+    );
+    if cfg!(any(target_os = "linux", target_os = "android")) {
+        assert_eq!(lines[2], format!("Ok({me:?})"));
+    }
+    drop(client);
+    drop(unix);
+}

@@ -6,6 +6,8 @@
 //! waker is an `eventfd`.
 
 use std::io;
+
+use crate::error;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
@@ -56,9 +58,8 @@ pub(super) struct Selector {
 
 impl Selector {
     pub(super) fn new() -> io::Result<Selector> {
-        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(|e| {
-            io::Error::new(io::Error::from(e).kind(), format!("epoll_create1: {e}"))
-        })?;
+        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)
+            .map_err(|e| error::context(e, "epoll_create1"))?;
         Ok(Selector { epoll })
     }
 

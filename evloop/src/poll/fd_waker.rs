@@ -9,6 +9,8 @@
 //! and the wake is not lost.
 
 use std::io;
+
+use crate::error;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use rustix::io::Errno;
@@ -24,7 +26,7 @@ impl FdWaker {
     pub(super) fn new() -> io::Result<FdWaker> {
         use rustix::event::{EventfdFlags, eventfd};
         let fd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
-            .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("eventfd: {e}")))?;
+            .map_err(|e| error::context(e, "eventfd"))?;
         Ok(FdWaker {
             read: fd,
             write: None,
@@ -35,7 +37,7 @@ impl FdWaker {
     pub(super) fn new() -> io::Result<FdWaker> {
         use rustix::pipe::{PipeFlags, pipe_with};
         let (read, write) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)
-            .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("pipe: {e}")))?;
+            .map_err(|e| error::context(e, "pipe"))?;
         Ok(FdWaker {
             read,
             write: Some(write),
@@ -59,10 +61,7 @@ impl FdWaker {
                 Err(Errno::INTR) => continue,
                 Err(Errno::AGAIN) => self.drain()?,
                 Err(e) => {
-                    return Err(io::Error::new(
-                        io::Error::from(e).kind(),
-                        format!("waker write: {e}"),
-                    ));
+                    return Err(error::context(e, "waker write"));
                 }
             }
         }
@@ -76,10 +75,7 @@ impl FdWaker {
                 Ok(_) | Err(Errno::INTR) => continue,
                 Err(Errno::AGAIN) => return Ok(()),
                 Err(e) => {
-                    return Err(io::Error::new(
-                        io::Error::from(e).kind(),
-                        format!("waker read: {e}"),
-                    ));
+                    return Err(error::context(e, "waker read"));
                 }
             }
         }

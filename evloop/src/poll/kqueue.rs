@@ -13,6 +13,8 @@
 //! a pipe (see `fd_waker.rs`).
 
 use std::io;
+
+use crate::error;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
@@ -70,8 +72,7 @@ pub(super) struct Selector {
 
 impl Selector {
     pub(super) fn new() -> io::Result<Selector> {
-        let kq = kqueue::kqueue()
-            .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("kqueue: {e}")))?;
+        let kq = kqueue::kqueue().map_err(|e| error::context(e, "kqueue"))?;
         // kqueue descriptors are not inherited across fork, but they are across exec.
         rustix::io::fcntl_setfd(&kq, rustix::io::FdFlags::CLOEXEC)?;
         Ok(Selector { kq })
@@ -222,10 +223,7 @@ mod user_waker {
                     // retried, or the wake is lost.
                     Err(Errno::INTR) => continue,
                     Err(e) => {
-                        return Err(io::Error::new(
-                            io::Error::from(e).kind(),
-                            format!("kevent EVFILT_USER: {e}"),
-                        ));
+                        return Err(error::context(e, "kevent EVFILT_USER"));
                     }
                     Ok(n) => break n,
                 }
@@ -233,10 +231,7 @@ mod user_waker {
             match receipt[..n].first() {
                 Some(r) if r.flags().contains(EventFlags::ERROR) && r.data() != 0 => {
                     let e = Errno::from_raw_os_error(r.data() as i32);
-                    Err(io::Error::new(
-                        io::Error::from(e).kind(),
-                        format!("kevent EVFILT_USER: {e}"),
-                    ))
+                    Err(error::context(e, "kevent EVFILT_USER"))
                 }
                 _ => Ok(()),
             }

@@ -391,8 +391,7 @@ const _: () = {
 /// `epoll_ctl add fd 7: Bad file descriptor`.
 fn op_error(op: &str, fd: std::os::fd::BorrowedFd<'_>, err: rustix::io::Errno) -> io::Error {
     use std::os::fd::AsRawFd;
-    let err = io::Error::from(err);
-    io::Error::new(err.kind(), format!("{op} fd {}: {err}", fd.as_raw_fd()))
+    crate::error::context(err, format_args!("{op} fd {}", fd.as_raw_fd()))
 }
 
 #[cfg(test)]

@@ -161,6 +161,11 @@ impl Core {
         }
     }
 
+    /// The connection's socket.
+    pub(crate) fn socket(&self) -> &OwnedFd {
+        &self.socket
+    }
+
     /// Output produced and not yet sent.
     #[inline]
     pub(super) fn pending(&self) -> usize {

@@ -1,6 +1,5 @@
-use crate::Address;
 use crate::context::Context;
-use crate::service::{Action, Handler, Input, Service};
+use crate::service::{Action, Handler, Input};
 
 /// The printable ASCII characters, space to tilde, that lines rotate through.
 const PRINTABLE: &[u8; 95] = b" !\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~";
@@ -15,26 +14,15 @@ const LINES_PER_CHUNK: usize = 220;
 /// along than the last, as fast as the client reads them; whatever the
 /// client sends is discarded. It streams through
 /// [`Context::notify_drained`], so however slowly the client reads, it holds
-/// no more than the output watermarks.
+/// no more than the output watermarks. Each connection gets a copy, which
+/// keeps its place in the stream.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Chargen;
-
-impl Service for Chargen {
-    type Handler = ChargenConn;
-
-    fn open(&self, _peer: &Address) -> ChargenConn {
-        ChargenConn { next_line: 0 }
-    }
-}
-
-/// One client of [`Chargen`]: where its stream has got to.
-#[derive(Debug)]
-pub struct ChargenConn {
+pub struct Chargen {
     /// The first character of the next line, as an index into the 95.
     next_line: usize,
 }
 
-impl ChargenConn {
+impl Chargen {
     /// Writes the next chunk of lines and asks to hear when it has drained.
     fn write_chunk(&mut self, cx: &mut Context<'_>) -> Action {
         let out = cx.output();
@@ -52,7 +40,7 @@ impl ChargenConn {
     }
 }
 
-impl Handler for ChargenConn {
+impl Handler for Chargen {
     fn on_open(&mut self, cx: &mut Context<'_>) -> Action {
         self.write_chunk(cx)
     }
@@ -74,7 +62,7 @@ mod tests {
     /// Line n starts at the n-th printable character and wraps around.
     #[test]
     fn lines_rotate_through_the_printable_characters() {
-        let mut conn = ChargenConn { next_line: 0 };
+        let mut conn = Chargen::default();
         let mut lines = Vec::new();
         for n in 0..100 {
             let start = conn.next_line;

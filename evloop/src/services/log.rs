@@ -4,51 +4,56 @@ use tracing::info;
 
 use crate::Address;
 use crate::context::Context;
-use crate::service::{Action, CloseReason, Handler, Input, Service};
+use crate::service::{Action, CloseReason, Handler, Input};
 
 /// The seed's behaviour: logs (at info level, target `evloop::log`) a line
 /// when a client connects, `read N bytes` for every read with the true N,
 /// and a line when it disconnects; sends nothing. With `hexdump`, each read's
-/// bytes are shown too.
-#[derive(Clone, Copy, Debug, Default)]
+/// bytes are shown too. Each connection gets a copy, which learns its peer
+/// when it opens.
+#[derive(Clone, Debug, Default)]
 pub struct Log {
-    /// Also log the bytes of each read, as hex and text.
-    pub hexdump: bool,
+    hexdump: bool,
+    peer: Option<Address>,
 }
 
-impl Service for Log {
-    type Handler = LogConn;
-    fn open(&self, peer: &Address) -> LogConn {
-        info!(target: "evloop::log", "connect {peer}");
-        LogConn {
-            peer: peer.clone(),
-            hexdump: self.hexdump,
+impl Log {
+    /// The log service; with `hexdump`, the bytes of each read are logged
+    /// too, as hex and text.
+    pub fn new(hexdump: bool) -> Log {
+        Log {
+            hexdump,
+            peer: None,
         }
+    }
+
+    fn peer(&self) -> &Address {
+        self.peer.as_ref().unwrap_or(&Address::Unnamed)
     }
 }
 
-/// One logged connection.
-#[derive(Debug)]
-pub struct LogConn {
-    peer: Address,
-    hexdump: bool,
-}
+impl Handler for Log {
+    fn on_open(&mut self, cx: &mut Context<'_>) -> Action {
+        self.peer = cx.peer().ok();
+        info!(target: "evloop::log", "connect {}", self.peer());
+        Action::Continue
+    }
 
-impl Handler for LogConn {
     fn on_data(&mut self, input: &mut Input<'_>, _cx: &mut Context<'_>) -> Action {
         // Everything is consumed every time, so the input is exactly this read.
         let bytes = input.bytes();
+        let peer = self.peer();
         if self.hexdump {
-            info!(target: "evloop::log", "{}: read {} bytes\n{}", self.peer, bytes.len(), HexDump(bytes));
+            info!(target: "evloop::log", "{peer}: read {} bytes\n{}", bytes.len(), HexDump(bytes));
         } else {
-            info!(target: "evloop::log", "{}: read {} bytes", self.peer, bytes.len());
+            info!(target: "evloop::log", "{peer}: read {} bytes", bytes.len());
         }
         input.consume_all();
         Action::Continue
     }
 
     fn on_close(&mut self, reason: CloseReason) {
-        info!(target: "evloop::log", "disconnect {} ({})", self.peer, reason.name());
+        info!(target: "evloop::log", "disconnect {} ({})", self.peer(), reason.name());
     }
 }
 

@@ -6,7 +6,7 @@ mod discard;
 mod echo;
 mod log;
 
-pub use chargen::{Chargen, ChargenConn};
+pub use chargen::Chargen;
 pub use daytime::Daytime;
 pub use discard::Discard;
 pub use echo::Echo;
