@@ -6,7 +6,10 @@ mod support;
 
 use evloop::services::Echo;
 use evloop::{Balance, CloseReason};
-use support::{Amount, KIB, LIMIT, MIB, Streamer, per_balance, shared_machine, start, wait_until};
+use support::{
+    Amount, KIB, LIMIT, MIB, Streamer, assert_every_loop_worked, per_balance, shared_machine,
+    start, wait_until,
+};
 
 per_balance!(
     two_loops_both_accept_and_echo_a_hundred_clients,
@@ -29,14 +32,7 @@ fn two_loops_both_accept_and_echo_a_hundred_clients(balance: Balance) {
     let report = server.stop();
     assert!(report.is_clean(), "{balance:?}: cut {}", report.cut());
     assert_eq!(report.loops.len(), 2);
-    for (i, l) in report.loops.iter().enumerate() {
-        eprintln!("{balance:?} loop {i}: {}", l.counters);
-        assert!(
-            l.counters.accepted > 0 && l.counters.bytes_in > 0,
-            "{balance:?}: loop {i} did no work: {}",
-            l.counters
-        );
-    }
+    assert_every_loop_worked(&report, &format!("{balance:?}"));
     let total = report.total();
     assert_eq!(total.accepted, CLIENTS);
     assert_eq!(total.closed(CloseReason::Peer), CLIENTS);

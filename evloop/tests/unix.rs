@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use evloop::services::Echo;
 use evloop::{Address, Balance, CloseReason, Server, Service};
 use support::{Amount, KIB, LIMIT, MIB, Streamer, connect_unix, per_balance, round_trip, run};
-use support::{shared_machine, wait_until};
+use support::{assert_every_loop_worked, shared_machine, wait_until};
 
 per_balance!(
     two_loops_share_the_connections_of_a_unix_socket,
@@ -93,13 +93,7 @@ fn two_loops_share_the_connections_of_a_unix_socket(balance: Balance) {
     }
     let report = server.stop();
     assert!(report.is_clean(), "{balance:?}: cut {}", report.cut());
-    for (i, l) in report.loops.iter().enumerate() {
-        assert!(
-            l.counters.accepted > 0 && l.counters.bytes_in > 0,
-            "{balance:?}: loop {i} did no work: {}",
-            l.counters
-        );
-    }
+    assert_every_loop_worked(&report, &format!("{balance:?}"));
     let total = report.total();
     assert_eq!(total.accepted, CLIENTS);
     assert_eq!(total.closed(CloseReason::Peer), CLIENTS);

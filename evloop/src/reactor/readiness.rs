@@ -69,22 +69,23 @@ pub(super) fn drive_conn<H: Handler>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Nex
     }
 }
 
-/// A new connection: its handler may speak first; what it writes is sent
-/// and the connection driven like after any call.
+/// A new connection: its handler may speak first.
 pub(super) fn opened<H: Handler>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Next {
     io.scratch.clear();
     let said = conn.opened(io.scratch, &io.env);
-    match send_output(conn, io, said).and_then(|()| drive_phases(conn, io)) {
-        Ok(next) => next,
-        Err(fate) => Next::End(fate),
-    }
+    after_call(conn, io, said)
 }
 
-/// The handler's deadline passed: it is called, and what it wrote is sent
-/// by a drive like any other output.
+/// The handler's deadline passed.
 pub(super) fn deadline_passed<H: Handler>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Next {
     io.scratch.clear();
     let said = conn.deadline_passed(io.scratch, &io.env);
+    after_call(conn, io, said)
+}
+
+/// Sends what a handler call outside a drive wrote to the scratch buffer,
+/// then drives the connection like after any call.
+fn after_call<H: Handler>(conn: &mut Conn<H>, io: &mut Io<'_>, said: Result<(), Fate>) -> Next {
     match send_output(conn, io, said).and_then(|()| drive_phases(conn, io)) {
         Ok(next) => next,
         Err(fate) => Next::End(fate),

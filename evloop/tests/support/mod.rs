@@ -151,6 +151,20 @@ impl Drop for TestServer {
     }
 }
 
+/// Fails unless every loop of the report accepted and read something: the
+/// connections were spread, none of the loops idled.
+#[track_caller]
+pub fn assert_every_loop_worked(report: &evloop::Report, what: &str) {
+    for (i, l) in report.loops.iter().enumerate() {
+        eprintln!("{what} loop {i}: {}", l.counters);
+        assert!(
+            l.counters.accepted > 0 && l.counters.bytes_in > 0,
+            "{what}: loop {i} did no work: {}",
+            l.counters
+        );
+    }
+}
+
 // ---- clients ---------------------------------------------------------------
 
 /// Connects with read and write timeouts (so a broken server fails the test
