@@ -341,7 +341,7 @@ impl Core {
         } else {
             let shrunk = accounted - held;
             let total = shared.buffered.fetch_sub(shrunk, Ordering::Relaxed) - shrunk;
-            if total <= max / 16 && shared.buffered_peaked.swap(false, Ordering::Relaxed) {
+            if total <= max / 64 && shared.buffered_peaked.swap(false, Ordering::Relaxed) {
                 crate::sys::give_back_free_memory();
             }
         }
