@@ -15,7 +15,7 @@ pub fn parse_at_least(text: &str, min: usize) -> Result<usize, String> {
 /// `64KiB` for 65536: the largest binary unit that divides the size.
 fn human(bytes: usize) -> String {
     for (unit, size) in [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-        if bytes >= size && bytes % size == 0 {
+        if bytes >= size && bytes.is_multiple_of(size) {
             return format!("{}{unit}", bytes / size);
         }
     }

@@ -35,7 +35,7 @@ fn echo(mut stream: TcpStream, corrupt_every: u64) {
             Ok(n) => n,
         };
         chunks += 1;
-        if corrupt_every != 0 && chunks % corrupt_every == 0 {
+        if corrupt_every != 0 && chunks.is_multiple_of(corrupt_every) {
             buffer[n / 2] ^= 0x01;
         }
         if stream.write_all(&buffer[..n]).is_err() {

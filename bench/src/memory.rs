@@ -177,7 +177,7 @@ pub fn connect_up_to(
     let address = SocketAddr::from((Ipv4Addr::LOCALHOST, server.port));
     while clients.len() < target {
         let i = clients.len();
-        if i % MAX_UNACCEPTED == 0 {
+        if i.is_multiple_of(MAX_UNACCEPTED) {
             wait_for_accepts(server, baseline_fds, i.saturating_sub(MAX_UNACCEPTED))?;
         }
         let socket = connect(address, source_address(source_range, i))
