@@ -65,7 +65,8 @@ pub use server::{Balance, Report, Server, ServerBuilder, ShutdownHandle};
 pub use service::{Action, CloseReason, Handler, Input, Service};
 pub use stats::Counters;
 
-// The README's examples compile as doctests.
-#[doc = include_str!("../../README.md")]
+// The crate README's examples compile as doctests. It is the package's own
+// file, so they run from the published package too.
+#[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
