@@ -17,6 +17,7 @@ mod log;
 mod serve;
 mod size;
 mod usage;
+mod version;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -29,7 +30,7 @@ use crate::log::LogQueue;
 
 /// Event-driven TCP services on the kernel event queue (epoll, kqueue).
 #[derive(Parser, Debug)]
-#[command(name = "evloop", version, about)]
+#[command(name = "evloop", version = version::VERSION.as_str(), about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
