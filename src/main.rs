@@ -1,5 +1,7 @@
 //! The `evloop` program: `evloop serve <service>` runs a TCP service on the
-//! evloop reactor; `evloop bench echo` measures an echo server.
+//! evloop reactor; `evloop bench echo` measures an echo server; `evloop
+//! completions <shell>` and `evloop man` print its shell completions and
+//! manual page.
 
 /// Writes a line to standard error like `eprintln!`, but ignores a failed
 /// write instead of panicking: the reader may be gone (`EPIPE`).
@@ -12,6 +14,7 @@ macro_rules! say {
 
 mod addr;
 mod bench;
+mod docs;
 mod duration;
 mod log;
 mod serve;
@@ -43,6 +46,10 @@ enum Command {
     /// Measure a server with a load generator.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Print the completion script for a shell to standard output.
+    Completions(docs::CompletionsArgs),
+    /// Print the manual page (roff) to standard output, e.g. for `man -l -`.
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -57,6 +64,8 @@ fn main() -> ExitCode {
     let status = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Completions(args) => docs::completions(&args),
+        Command::Man => docs::man(),
     };
     log.finish();
     status
