@@ -31,7 +31,7 @@ pub fn completions(args: &CompletionsArgs) -> ExitCode {
 /// Prints the manual page, in roff, for `man -l -` or section 1.
 pub fn man() -> ExitCode {
     match man_page(Cli::command()) {
-        Ok(page) => print(&page),
+        Ok(page) => print(page.as_bytes()),
         Err(e) => {
             say!("evloop: rendering the manual page: {e}");
             ExitCode::from(1)
@@ -43,34 +43,50 @@ pub fn man() -> ExitCode {
 /// then a section per subcommand (`EVLOOP SERVE`, `EVLOOP BENCH ECHO`, ...)
 /// with its synopsis, description and options, so that `man evloop` shows
 /// every option. The subcommands' own pages' headings become subheadings.
-fn man_page(mut cli: Command) -> io::Result<Vec<u8>> {
+fn man_page(mut cli: Command) -> io::Result<String> {
     // Gives each subcommand its full name ("evloop serve") for the synopses.
     cli.build();
     let top = Man::new(cli.clone());
-    let mut page = Vec::new();
-    top.render_title(&mut page)?;
-    top.render_name_section(&mut page)?;
-    top.render_synopsis_section(&mut page)?;
-    top.render_description_section(&mut page)?;
-    top.render_options_section(&mut page)?;
+    // The title keeps the preamble that every rendering starts with.
+    let mut title = Vec::new();
+    top.render_title(&mut title)?;
+    let mut page = String::from_utf8_lossy(&title).into_owned();
+    let mut head = Vec::new();
+    top.render_name_section(&mut head)?;
+    top.render_synopsis_section(&mut head)?;
+    top.render_description_section(&mut head)?;
+    top.render_options_section(&mut head)?;
+    append(&mut page, &head, false);
     for command in leaves(&cli) {
         let name = command.get_bin_name().unwrap_or(command.get_name());
-        writeln!(page, ".SH \"{}\"", name.to_uppercase())?;
+        page.push_str(&format!(".SH \"{}\"\n", name.to_uppercase()));
         let man = Man::new(command.clone());
         let mut chapter = Vec::new();
         man.render_synopsis_section(&mut chapter)?;
         man.render_description_section(&mut chapter)?;
         man.render_options_section(&mut chapter)?;
-        for line in String::from_utf8_lossy(&chapter).lines() {
-            // roff escapes a text line's leading dot, so this is a heading.
-            let line = line
-                .strip_prefix(".SH ")
-                .map_or(line.to_owned(), |h| format!(".SS {h}"));
-            writeln!(page, "{line}")?;
-        }
+        append(&mut page, &chapter, true);
     }
-    top.render_version_section(&mut page)?;
+    let mut version = Vec::new();
+    top.render_version_section(&mut version)?;
+    append(&mut page, &version, false);
     Ok(page)
+}
+
+/// Appends rendered roff to `page` without its preamble (which defines
+/// the `Aq` string), turning section headings into subheadings if `demote`.
+fn append(page: &mut String, rendered: &[u8], demote: bool) {
+    for line in String::from_utf8_lossy(rendered).lines() {
+        // roff escapes a text line's leading dot: these are requests.
+        if line.starts_with(".ie \\n(.g .ds Aq") || line.starts_with(".el .ds Aq") {
+            continue;
+        }
+        match line.strip_prefix(".SH ") {
+            Some(heading) if demote => page.push_str(&format!(".SS {heading}")),
+            _ => page.push_str(line),
+        }
+        page.push('\n');
+    }
 }
 
 /// The commands that run something (`serve`, `bench echo`, ...), depth

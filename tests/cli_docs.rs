@@ -69,6 +69,9 @@ fn zsh_and_fish_completions_are_valid() {
 fn the_man_page_is_clean_roff_and_lists_every_serve_option() {
     let page = evloop_output(&["man"]);
     assert!(page.contains("\n.TH evloop 1 "), "no title: {page}");
+    // One page: one title, one preamble (clap_mangen repeats it per section).
+    assert_eq!(page.matches(".TH ").count(), 1);
+    assert_eq!(page.matches(".el .ds Aq").count(), 1);
     if let Some(warnings) = check_with("groff", &["-man", "-ww", "-z"], &page) {
         assert!(warnings.is_empty(), "groff warns: {warnings}");
     }
