@@ -1,5 +1,7 @@
 //! The `evloop` program: `evloop serve <service>` runs a TCP service on the
-//! evloop reactor; `evloop bench echo` measures an echo server.
+//! evloop reactor; `evloop bench echo` measures an echo server; `evloop
+//! completions <shell>` and `evloop man` print its shell completions and
+//! manual page.
 
 /// Writes a line to standard error like `eprintln!`, but ignores a failed
 /// write instead of panicking: the reader may be gone (`EPIPE`).
@@ -12,11 +14,13 @@ macro_rules! say {
 
 mod addr;
 mod bench;
+mod docs;
 mod duration;
 mod log;
 mod serve;
 mod size;
 mod usage;
+mod version;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -29,7 +33,7 @@ use crate::log::LogQueue;
 
 /// Event-driven TCP services on the kernel event queue (epoll, kqueue).
 #[derive(Parser, Debug)]
-#[command(name = "evloop", version, about)]
+#[command(name = "evloop", version = version::VERSION.as_str(), about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -42,6 +46,10 @@ enum Command {
     /// Measure a server with a load generator.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Print the completion script for a shell to standard output.
+    Completions(docs::CompletionsArgs),
+    /// Print the manual page (roff) to standard output, e.g. for `man -l -`.
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -56,6 +64,8 @@ fn main() -> ExitCode {
     let status = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Completions(args) => docs::completions(&args),
+        Command::Man => docs::man(),
     };
     log.finish();
     status
