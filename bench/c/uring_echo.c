@@ -293,11 +293,12 @@ int main(int argc, char **argv) {
      * can connect. */
     const char *setup = setup_ring();
     setup_buffers();
+    /* Said before listening, so whoever sees the port listen finds it logged. */
+    fprintf(stderr, "io_uring setup: %s; %d × %d B provided buffers; listening on 127.0.0.1:%s\n",
+            setup, BUF_COUNT, BUF_SIZE, argv[1]);
     if (listen(listener, SOMAXCONN) < 0)
         die("listen", errno);
     arm_accept(listener);
-    fprintf(stderr, "listening on 127.0.0.1:%s (io_uring setup: %s; %d × %d B provided buffers)\n",
-            argv[1], setup, BUF_COUNT, BUF_SIZE);
 
     for (;;) {
         int ret = io_uring_submit_and_wait(&ring, 1);

@@ -128,6 +128,9 @@ pub struct Results {
     pub syscalls: Option<Vec<SyscallResult>>,
     /// User-space instructions per request under callgrind, if run.
     pub instructions: Option<InstructionCounts>,
+    /// The io_uring setup flags c-uring got from this kernel (as it printed
+    /// them at start), if it ran.
+    pub c_uring_setup: Option<String>,
 }
 
 /// Runs the comparison and writes its results; returns where they went.
@@ -147,7 +150,7 @@ pub fn run(settings: Settings, command: String) -> Result<PathBuf, String> {
     eprintln!("load generator: {}", evloop.display());
 
     let phase = Instant::now();
-    let throughput = throughput(&settings, &binaries);
+    let (throughput, c_uring_setup) = throughput(&settings, &binaries);
     eprintln!(
         "throughput runs took {:.0} s",
         phase.elapsed().as_secs_f64()
@@ -203,13 +206,16 @@ pub fn run(settings: Settings, command: String) -> Result<PathBuf, String> {
         counters,
         syscalls,
         instructions,
+        c_uring_setup,
     };
     write_results(&results)
 }
 
 /// Rounds of the whole matrix, each round running every load on every
 /// server in turn, so that drift in the machine spreads over all servers.
-fn throughput(settings: &Settings, binaries: &Binaries) -> Vec<PointResult> {
+/// Also returns c-uring's setup flags, read from its log the first time it
+/// starts.
+fn throughput(settings: &Settings, binaries: &Binaries) -> (Vec<PointResult>, Option<String>) {
     let evloop = binaries.evloop.as_ref().expect("checked by the caller");
     let mut points: Vec<PointResult> = MATRIX
         .iter()
@@ -235,6 +241,7 @@ fn throughput(settings: &Settings, binaries: &Binaries) -> Vec<PointResult> {
     // A server that failed to start once is not retried: every later run
     // would wait for the same failure.
     let mut failed_to_start: HashMap<ServerKind, String> = HashMap::new();
+    let mut c_uring_setup = None;
     let log_dir = prepare::work_dir();
     for round in 0..settings.rounds {
         for point in &mut points {
@@ -262,6 +269,9 @@ fn throughput(settings: &Settings, binaries: &Binaries) -> Vec<PointResult> {
                         continue;
                     }
                 };
+                if *kind == ServerKind::CUring && c_uring_setup.is_none() {
+                    c_uring_setup = server.log_head().as_deref().and_then(uring_setup);
+                }
                 match measure(server, evloop, load, round) {
                     Ok(run) => {
                         eprintln!(
@@ -286,7 +296,13 @@ fn throughput(settings: &Settings, binaries: &Binaries) -> Vec<PointResult> {
     for point in &mut points {
         summarize(point);
     }
-    points
+    (points, c_uring_setup)
+}
+
+/// The flags in c-uring's first line, `io_uring setup: FLAGS; …`.
+fn uring_setup(line: &str) -> Option<String> {
+    let rest = line.strip_prefix("io_uring setup: ")?;
+    Some(rest.split(';').next()?.trim().to_string())
 }
 
 fn measure(
@@ -423,6 +439,17 @@ mod tests {
         assert_eq!(median([3.0, 1.0, 2.0].into_iter()), Some(2.0));
         assert_eq!(median([4.0, 1.0, 2.0, 3.0].into_iter()), Some(2.5));
         assert_eq!(median(std::iter::empty()), None);
+    }
+
+    #[test]
+    fn uring_setup_flags_are_read_from_the_first_line() {
+        let line = "io_uring setup: SINGLE_ISSUER|DEFER_TASKRUN; 1024 × 4096 B provided \
+                    buffers; listening on 127.0.0.1:4000";
+        assert_eq!(
+            uring_setup(line).as_deref(),
+            Some("SINGLE_ISSUER|DEFER_TASKRUN")
+        );
+        assert_eq!(uring_setup("listening on 127.0.0.1:4000"), None);
     }
 
     #[test]

@@ -29,7 +29,8 @@
 //! default action ends it (the C servers and the mio and tokio peers do not
 //! handle SIGTERM; evloop drains and exits). A server that ignores SIGTERM
 //! gets SIGINT. Without valgrind every figure is reported as unavailable,
-//! never estimated.
+//! never estimated; so is c-uring's, which valgrind cannot stop (see
+//! [`ServerKind::callgrind_unsupported`]).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -174,6 +175,9 @@ fn measure(
     dir: &Path,
     result: &mut InstructionResult,
 ) -> Result<(), String> {
+    if let Some(why) = kind.callgrind_unsupported() {
+        return Err(why.to_string());
+    }
     let evloop = binaries.evloop.as_ref().map_err(Clone::clone)?;
     let baseline = count(kind, binaries, dir, "baseline", |_| Ok(()))?;
     result.baseline_instructions = Some(baseline);

@@ -36,6 +36,9 @@ pub fn render(results: &Results, svg_name: &str) -> String {
         env.nofile_limit,
         env.load_average,
     );
+    if let Some(setup) = &results.c_uring_setup {
+        let _ = writeln!(out, "c-uring's ring was set up with: {setup}.\n");
+    }
     out.push_str(&render_throughput(results));
     let _ = writeln!(out, "\n![requests/s and CPU per request]({svg_name})\n");
     render_memory(results, &mut out);
@@ -332,6 +335,7 @@ mod tests {
             counters: None,
             syscalls: None,
             instructions: Some(instructions),
+            c_uring_setup: None,
         }
     }
 
