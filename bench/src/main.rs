@@ -49,7 +49,8 @@ use compare::{INSTRUCTIONS_DURATION, INSTRUCTIONS_DURATION_QUICK, SYSCALL_POINT,
 use loadgen::Load;
 use servers::ServerKind;
 
-/// Compares evloop's echo server with a C epoll baseline, mio and tokio.
+/// Compares evloop's echo server with C epoll and io_uring baselines, mio and
+/// tokio.
 #[derive(Parser, Debug)]
 #[command(name = "evloop-bench")]
 struct Cli {

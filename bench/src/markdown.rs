@@ -244,7 +244,9 @@ fn render_syscalls(results: &Results, out: &mut String) {
             let _ = write!(
                 out,
                 " {} | {} |",
-                counted_callgrind.map_or("—".into(), |r| thousands(r.requests)),
+                counted_callgrind
+                    .filter(|r| r.requests > 0)
+                    .map_or("—".into(), |r| thousands(r.requests)),
                 counted_callgrind
                     .and_then(|r| r.baseline_instructions)
                     .map_or("—".into(), thousands),
