@@ -7,8 +7,8 @@ mod support;
 use evloop::services::Echo;
 use evloop::{Balance, CloseReason};
 use support::{
-    Amount, KIB, LIMIT, MIB, Streamer, assert_every_loop_worked, per_balance, shared_machine,
-    start, wait_until,
+    Amount, KIB, MIB, Streamer, assert_every_loop_worked, per_balance, shared_machine,
+    shut_down_mid_stream, start,
 };
 
 per_balance!(
@@ -49,14 +49,7 @@ fn shutdown_handle_drains_streaming_clients_without_loss(balance: Balance) {
     let streams: Vec<Streamer> = (0..8)
         .map(|seed| Streamer::start(server.addr, seed, Amount::Bytes(BYTES), 64 * KIB))
         .collect();
-    wait_until("every stream to be under way", LIMIT, || {
-        streams.iter().all(|s| s.received() >= 256 * KIB as u64)
-    });
-    server.handle().shutdown();
-    for stream in streams {
-        assert_eq!(stream.finish().received, BYTES);
-    }
-    let report = server.join();
+    let report = shut_down_mid_stream(server, streams, BYTES);
     assert!(report.is_clean(), "{balance:?}: cut {}", report.cut());
     let total = report.total();
     assert_eq!(total.closed(CloseReason::Peer), 8);

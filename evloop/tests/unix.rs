@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use evloop::services::Echo;
 use evloop::{Address, Balance, CloseReason, Server, Service};
-use support::{Amount, KIB, LIMIT, MIB, Streamer, connect_unix, per_balance, round_trip, run};
-use support::{assert_every_loop_worked, shared_machine, wait_until};
+use support::{Amount, KIB, MIB, Streamer, connect_unix, per_balance, round_trip, run};
+use support::{assert_every_loop_worked, shared_machine, shut_down_mid_stream};
 
 per_balance!(
     two_loops_share_the_connections_of_a_unix_socket,
@@ -124,14 +124,7 @@ fn shutdown_drains_unix_clients_beside_tcp_ones(balance: Balance) {
             _ => Streamer::start(server.addr, seed, Amount::Bytes(BYTES), 64 * KIB),
         })
         .collect();
-    wait_until("every stream to be under way", LIMIT, || {
-        streams.iter().all(|s| s.received() >= 256 * KIB as u64)
-    });
-    server.handle().shutdown();
-    for stream in streams {
-        assert_eq!(stream.finish().received, BYTES);
-    }
-    let report = server.join();
+    let report = shut_down_mid_stream(server, streams, BYTES);
     assert!(report.is_clean(), "{balance:?}: cut {}", report.cut());
     assert_eq!(report.total().closed(CloseReason::Peer), 8);
     assert!(!path.exists());
@@ -304,7 +297,7 @@ fn an_abstract_name_serves_without_a_file() {
         .unwrap());
     let at = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
     let mut client = UnixStream::connect_addr(&at).unwrap();
-    client.set_read_timeout(Some(LIMIT)).unwrap();
+    client.set_read_timeout(Some(support::LIMIT)).unwrap();
     round_trip(&mut client, b"no file needed");
     drop(client);
     assert!(server.stop().is_clean());

@@ -160,14 +160,8 @@ fn read_and_deliver<H: Handler>(
                 send_output(conn, io, said)?;
             }
             Outcome::WouldBlock => conn.core.flags.set(Flags::READ_READY, false),
-            Outcome::Reset(e) => {
-                debug!("read: {e}");
-                return Err(Fate::Close(CloseReason::Reset));
-            }
-            Outcome::Failed(e) => {
-                debug!("read: {e}");
-                return Err(Fate::Close(CloseReason::Error));
-            }
+            Outcome::Reset(e) => return Err(failed("read", &e, CloseReason::Reset)),
+            Outcome::Failed(e) => return Err(failed("read", &e, CloseReason::Error)),
         }
     }
     Ok(false)
@@ -316,16 +310,17 @@ fn write_all(
                 ready = false;
                 break;
             }
-            Outcome::Reset(e) => {
-                debug!("write: {e}");
-                return Err(Fate::Close(CloseReason::Reset));
-            }
-            Outcome::Failed(e) => {
-                debug!("write: {e}");
-                return Err(Fate::Close(CloseReason::Error));
-            }
+            Outcome::Reset(e) => return Err(failed("write", &e, CloseReason::Reset)),
+            Outcome::Failed(e) => return Err(failed("write", &e, CloseReason::Error)),
         }
     }
     counters.bytes_out += sent as u64;
     Ok((sent, ready))
+}
+
+/// A read or write failed: the connection ends for `reason` (its errors
+/// never leave it; they are logged at debug level only).
+fn failed(op: &str, e: &io::Error, reason: CloseReason) -> Fate {
+    debug!("{op}: {e}");
+    Fate::Close(reason)
 }

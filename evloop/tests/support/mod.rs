@@ -154,7 +154,7 @@ impl Drop for TestServer {
 /// Fails unless every loop of the report accepted and read something: the
 /// connections were spread, none of the loops idled.
 #[track_caller]
-pub fn assert_every_loop_worked(report: &evloop::Report, what: &str) {
+pub fn assert_every_loop_worked(report: &Report, what: &str) {
     for (i, l) in report.loops.iter().enumerate() {
         eprintln!("{what} loop {i}: {}", l.counters);
         assert!(
@@ -163,6 +163,20 @@ pub fn assert_every_loop_worked(report: &evloop::Report, what: &str) {
             l.counters
         );
     }
+}
+
+/// Waits until every stream is under way, asks the server to shut down,
+/// and checks that each stream still gets all its echo; returns the report.
+#[track_caller]
+pub fn shut_down_mid_stream(server: TestServer, streams: Vec<Streamer>, bytes: u64) -> Report {
+    wait_until("every stream to be under way", LIMIT, || {
+        streams.iter().all(|s| s.received() >= 256 * KIB as u64)
+    });
+    server.handle().shutdown();
+    for stream in streams {
+        assert_eq!(stream.finish().received, bytes);
+    }
+    server.join()
 }
 
 // ---- clients ---------------------------------------------------------------
