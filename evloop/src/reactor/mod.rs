@@ -9,7 +9,8 @@
 //! # Invariants
 //!
 //! * Sources are edge-triggered, so the reactor keeps each connection's
-//!   readiness itself (`read_ready`, `write_ready`) and clears it when a
+//!   readiness itself (`READ_READY`, `WRITE_READY` in its flags; see
+//!   `readiness.rs`) and clears it when a
 //!   call returns `WouldBlock` — or, for reads, when a read came back shorter
 //!   than the buffer: the socket was drained at that moment, and any byte
 //!   that arrives later raises a new edge, so the `WouldBlock` read would be
@@ -74,7 +75,6 @@ const fn listener_token(i: usize) -> Token {
 const EVENT_CAPACITY: usize = 1024;
 /// Size of the per-loop read buffer (one read's worth).
 const READ_BUFFER: usize = 64 * 1024;
-/// Size of the per-loop read buffer (one read's worth).
 /// Mailbox commands handled per turn.
 const MAILBOX_BUDGET: usize = 1024;
 /// How often a loop with connections paused by the budget looks whether
@@ -355,24 +355,26 @@ impl<S: Service> Reactor<S> {
                 }
             },
         };
-        // Most connections of most servers have no deadline at all.
-        let may_have_deadline = self.shared.config.idle_timeout.is_some()
-            || conn.core.deadline().is_some()
-            || conn.core.phase == Phase::Lingering;
         match next {
-            Next::Keep => {
-                if may_have_deadline {
-                    self.arm(key);
-                }
-            }
+            Next::Keep => arm(
+                &mut self.timers,
+                &self.clock,
+                &self.shared.config,
+                key,
+                &mut conn.core,
+            ),
             Next::Requeue => {
                 if !conn.core.flags.has(Flags::QUEUED) {
                     conn.core.flags.set(Flags::QUEUED, true);
                     self.ready.push(key);
                 }
-                if may_have_deadline {
-                    self.arm(key);
-                }
+                arm(
+                    &mut self.timers,
+                    &self.clock,
+                    &self.shared.config,
+                    key,
+                    &mut conn.core,
+                );
             }
             Next::End(Fate::Close(reason)) => self.close(key, reason),
             Next::End(Fate::Abort) => {
@@ -382,45 +384,6 @@ impl<S: Service> Reactor<S> {
                 self.close(key, CloseReason::Service);
             }
         }
-    }
-
-    /// When the connection's next deadline is due, if any: its linger
-    /// while lingering; else its handler's deadline and its idle timeout.
-    fn next_deadline(&self, core: &Core) -> Option<Tick> {
-        let config = &self.shared.config;
-        if core.phase == Phase::Lingering {
-            return Some(Clock::later(core.last_active, config.linger));
-        }
-        let idle = config
-            .idle_timeout
-            .map(|idle| Clock::later(core.last_active, idle));
-        match (idle, core.deadline()) {
-            (Some(a), Some(b)) => Some(if earlier(a, b) { a } else { b }),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// Makes sure the timers will look at the connection by its next
-    /// deadline: a heap entry is added only when the deadline is earlier
-    /// than the one already armed, so activity costs nothing here.
-    fn arm(&mut self, key: usize) {
-        let Some(conn) = self.conns.get(key) else {
-            return;
-        };
-
-        let Some(next) = self.next_deadline(&conn.core) else {
-            return;
-        };
-        if conn.core.armed.is_some_and(|armed| !earlier(next, armed)) {
-            return;
-        }
-        let generation = conn.core.generation;
-        self.timers.insert(Deadline {
-            at: self.clock.instant(next),
-            key,
-            generation,
-        });
-        self.conns[key].core.armed = Some(next);
     }
 
     fn close(&mut self, key: usize, reason: CloseReason) {
@@ -532,7 +495,7 @@ impl<S: Service> Reactor<S> {
         conn.core.armed = None;
         let config = &self.shared.config;
         let core = &conn.core;
-        let passed = |limit: Option<std::time::Duration>| {
+        let passed = |limit: Option<Duration>| {
             limit.is_some_and(|limit| self.clock.reached(Clock::later(core.last_active, limit)))
         };
         if core.phase == Phase::Lingering {
@@ -544,7 +507,13 @@ impl<S: Service> Reactor<S> {
         } else if core.deadline().is_some_and(|d| self.clock.reached(d)) {
             return self.feed(due.key, readiness::deadline_passed);
         }
-        self.arm(due.key);
+        arm(
+            &mut self.timers,
+            &self.clock,
+            config,
+            due.key,
+            &mut conn.core,
+        );
     }
 
     // ---- shutdown --------------------------------------------------------
@@ -597,7 +566,36 @@ fn contain_panic<T>(what: &str, f: impl FnOnce() -> T) -> Option<T> {
     }
 }
 
-/// Whether tick `a` comes before tick `b` (both within `MAX_SPAN` of now).
-fn earlier(a: Tick, b: Tick) -> bool {
-    a.is_before(b)
+/// When the connection's next deadline is due, if any: its linger while
+/// lingering; else the earlier of its handler's deadline and its idle
+/// timeout. Most connections of most servers have none.
+fn next_deadline(config: &Config, core: &Core) -> Option<Tick> {
+    if core.phase == Phase::Lingering {
+        return Some(Clock::later(core.last_active, config.linger));
+    }
+    let idle = config
+        .idle_timeout
+        .map(|idle| Clock::later(core.last_active, idle));
+    match (idle, core.deadline()) {
+        (Some(a), Some(b)) => Some(if a.is_before(b) { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Makes sure the timers will look at the connection `key` by its next
+/// deadline: a heap entry is added only when that is earlier than the one
+/// already armed, so activity costs nothing here.
+fn arm(timers: &mut Timers, clock: &Clock, config: &Config, key: usize, core: &mut Core) {
+    let Some(next) = next_deadline(config, core) else {
+        return;
+    };
+    if core.armed.is_some_and(|armed| !next.is_before(armed)) {
+        return;
+    }
+    timers.insert(Deadline {
+        at: clock.instant(next),
+        key,
+        generation: core.generation,
+    });
+    core.armed = Some(next);
 }
