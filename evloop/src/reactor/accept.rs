@@ -20,13 +20,13 @@ use crate::service::{CloseReason, Service};
 /// Connections accepted per listener per turn before other work is served.
 pub(super) const ACCEPT_BUDGET: usize = 128;
 /// The first and the longest pause after `accept` ran out of resources.
-pub(super) const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
-pub(super) const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How long a newcomer waits in the backlog for a connection slot before it
 /// is refused. Slots of connections whose clients have already gone are
 /// freed within a turn of their loop; this covers a loop that was not
 /// running for a moment, not a server that is really full.
-pub(super) const LIMIT_GRACE: Duration = Duration::from_millis(250);
+const LIMIT_GRACE: Duration = Duration::from_millis(250);
 
 pub(super) struct Listener {
     pub(super) socket: net::Listener,
@@ -106,8 +106,12 @@ impl<S: Service> Reactor<S> {
         false
     }
 
+    /// Ends a wait for a slot, if one is on: withdraws the request to be
+    /// woken. Costs nothing otherwise (it is called on every accept).
     pub(super) fn end_limit_wait(&mut self) {
-        self.limit_wait = None;
+        if self.limit_wait.take().is_none() {
+            return; // `wants_slot` is set only during a wait
+        }
         if self.shared.loops[self.index]
             .wants_slot
             .swap(false, Ordering::SeqCst)
