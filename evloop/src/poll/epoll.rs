@@ -6,12 +6,12 @@
 //! waker is an `eventfd`.
 
 use std::io;
-
-use crate::error;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use rustix::event::epoll;
+
+use crate::error;
 
 use super::fd_waker::FdWaker;
 use super::{EventBuilder, Interest, Token, op_error};

@@ -9,11 +9,11 @@
 //! and the wake is not lost.
 
 use std::io;
-
-use crate::error;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use rustix::io::Errno;
+
+use crate::error;
 
 pub(super) struct FdWaker {
     read: OwnedFd,

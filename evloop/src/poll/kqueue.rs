@@ -13,13 +13,13 @@
 //! a pipe (see `fd_waker.rs`).
 
 use std::io;
-
-use crate::error;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use rustix::event::kqueue::{self, EventFilter, EventFlags};
 use rustix::io::Errno;
+
+use crate::error;
 
 use super::{EventBuilder, Interest, Token, op_error};
 
