@@ -49,6 +49,8 @@ pub struct Context<'a> {
     pub(crate) core: &'a mut Core,
     pub(crate) clock: &'a Clock,
     pub(crate) id: ConnId,
+    /// The peer `accept` reported, during `on_open`.
+    pub(crate) accepted_peer: Option<&'a Address>,
 }
 
 impl fmt::Debug for Context<'_> {
@@ -79,10 +81,15 @@ impl Context<'_> {
     }
 
     /// The peer's address: IP and port, or a Unix socket's path, abstract
-    /// name or [`Address::Unnamed`] (the usual client). Asks the kernel
-    /// (`getpeername`): a handler that needs it often keeps a copy.
+    /// name or [`Address::Unnamed`] (the usual client). In
+    /// [`on_open`](crate::Handler::on_open) it is the address `accept`
+    /// reported; later calls ask the kernel (`getpeername`), so a handler
+    /// that needs it often keeps the copy it got when opened.
     pub fn peer(&self) -> io::Result<Address> {
-        net::peer_of(self.core.socket())
+        match self.accepted_peer {
+            Some(peer) => Ok(peer.clone()),
+            None => net::peer_of(self.core.socket()),
+        }
     }
 
     /// The address the connection arrived on (`getsockname`): which of

@@ -189,7 +189,7 @@ impl<S: Service> Reactor<S> {
         core.flags
             .set(Flags::READ_TO_BLOCK, !poll::REPORTS_URGENT_DATA);
         entry.insert(Conn { core, handler });
-        self.feed(key, readiness::opened);
+        self.feed(key, readiness::opened, Some(&peer));
     }
 
     /// Forgets one connection in the server-wide and per-loop counts, and

@@ -17,6 +17,7 @@ use std::sync::atomic::Ordering;
 use tracing::debug;
 
 use super::{Shared, contain_panic};
+use crate::Address;
 use crate::clock::{Clock, Tick};
 use crate::config::Config;
 use crate::context::{ConnId, Context};
@@ -144,6 +145,9 @@ pub(super) struct Env<'a> {
     pub(super) config: &'a Config,
     /// The loop's index, the high half of every [`ConnId`].
     pub(super) loop_index: usize,
+    /// The peer's address as `accept` reported it, while the connection is
+    /// being opened: `Context::peer` then needs no system call.
+    pub(super) accepted_peer: Option<&'a Address>,
 }
 
 impl Core {
@@ -374,6 +378,7 @@ impl<H: Handler> Conn<H> {
             core: &mut self.core,
             clock: env.clock,
             id,
+            accepted_peer: env.accepted_peer,
         };
         let handler = &mut self.handler;
         contain_panic(what, || f(handler, &mut cx)).ok_or(Fate::Close(CloseReason::Error))

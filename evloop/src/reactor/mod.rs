@@ -47,6 +47,7 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 use tracing::{debug, error, info};
 
+use crate::Address;
 use crate::clock::{Clock, Tick};
 use crate::config::Config;
 use crate::net;
@@ -304,12 +305,18 @@ impl<S: Service> Reactor<S> {
     // ---- connections -----------------------------------------------------
 
     fn drive(&mut self, key: usize) {
-        self.feed(key, drive_conn);
+        self.feed(key, drive_conn, None);
     }
 
     /// Runs one step of the readiness driver on a connection (a drive, its
-    /// opening, its deadline), then settles what the step left.
-    fn feed(&mut self, key: usize, step: fn(&mut Conn<S::Handler>, &mut Io<'_>) -> Next) {
+    /// opening — with the peer `accept` reported —, its deadline), then
+    /// settles what the step left.
+    fn feed(
+        &mut self,
+        key: usize,
+        step: fn(&mut Conn<S::Handler>, &mut Io<'_>) -> Next,
+        accepted_peer: Option<&Address>,
+    ) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -322,6 +329,7 @@ impl<S: Service> Reactor<S> {
                 clock: &self.clock,
                 config,
                 loop_index: self.index,
+                accepted_peer,
             },
             counters: &mut self.counters,
             over_budget,
@@ -505,7 +513,7 @@ impl<S: Service> Reactor<S> {
         } else if passed(config.idle_timeout) {
             return self.close(due.key, CloseReason::Idle);
         } else if core.deadline().is_some_and(|d| self.clock.reached(d)) {
-            return self.feed(due.key, readiness::deadline_passed);
+            return self.feed(due.key, readiness::deadline_passed, None);
         }
         arm(
             &mut self.timers,
