@@ -210,6 +210,22 @@ impl Core {
         }
     }
 
+    /// Takes the output buffer out (unsent bytes from the offset already
+    /// sent), for a handler to append to beside a borrow of the rest; give
+    /// it back with [`put_output`](Self::put_output).
+    pub(super) fn take_output(&mut self) -> Vec<u8> {
+        self.buffers
+            .as_mut()
+            .map(|b| std::mem::take(&mut b.output))
+            .unwrap_or_default()
+    }
+
+    pub(super) fn put_output(&mut self, output: Vec<u8>) {
+        if output.capacity() > 0 {
+            self.buffers().output = output;
+        }
+    }
+
     /// Queues output the driver could not send yet.
     #[inline]
     pub(super) fn keep_output(&mut self, unsent: &[u8]) {

@@ -71,22 +71,17 @@ pub(super) fn drive_conn<H: Handler>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Nex
 
 /// A new connection: its handler may speak first.
 pub(super) fn opened<H: Handler>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Next {
-    io.scratch.clear();
-    let said = conn.opened(io.scratch, &io.env);
-    after_call(conn, io, said)
+    after_call(conn, io, |conn, _, out, env| conn.opened(out, env))
 }
 
 /// The handler's deadline passed.
 pub(super) fn deadline_passed<H: Handler>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Next {
-    io.scratch.clear();
-    let said = conn.deadline_passed(io.scratch, &io.env);
-    after_call(conn, io, said)
+    after_call(conn, io, |conn, _, out, env| conn.deadline_passed(out, env))
 }
 
-/// Sends what a handler call outside a drive wrote to the scratch buffer,
-/// then drives the connection like after any call.
-fn after_call<H: Handler>(conn: &mut Conn<H>, io: &mut Io<'_>, said: Result<(), Fate>) -> Next {
-    match send_output(conn, io, said).and_then(|()| drive_phases(conn, io)) {
+/// A handler call outside a drive, then a drive like after any call.
+fn after_call<H: Handler>(conn: &mut Conn<H>, io: &mut Io<'_>, call: HandlerCall<H>) -> Next {
+    match call_handler(conn, io, 0, call).and_then(|_| drive_phases(conn, io)) {
         Ok(next) => next,
         Err(fate) => Next::End(fate),
     }
@@ -142,9 +137,7 @@ fn read_and_deliver<H: Handler>(
         match net::recv(&conn.core.socket, &mut io.read_buf[..limit]) {
             Outcome::Done(0) => {
                 conn.core.flags.set(Flags::READ_READY, false);
-                io.scratch.clear();
-                let said = conn.read_closed(io.scratch, &io.env);
-                send_output(conn, io, said)?;
+                call_handler(conn, io, 0, |conn, _, out, env| conn.read_closed(out, env))?;
             }
             Outcome::Done(n) => {
                 io.counters.bytes_in += n as u64;
@@ -155,9 +148,9 @@ fn read_and_deliver<H: Handler>(
                 if n < limit && !conn.core.flags.has(Flags::READ_TO_BLOCK) {
                     conn.core.flags.set(Flags::READ_READY, false);
                 }
-                io.scratch.clear();
-                let said = conn.received(&io.read_buf[..n], io.scratch, &io.env);
-                send_output(conn, io, said)?;
+                call_handler(conn, io, n, |conn, fresh, out, env| {
+                    conn.received(fresh, out, env)
+                })?;
             }
             Outcome::WouldBlock => conn.core.flags.set(Flags::READ_READY, false),
             Outcome::Reset(e) => return Err(failed("read", &e, CloseReason::Reset)),
@@ -180,11 +173,9 @@ fn stream_drained<H: Handler>(
         if *budget == 0 {
             return Ok(true);
         }
-        io.scratch.clear();
-        let said = conn.drained(io.scratch, &io.env);
+        let wrote = call_handler(conn, io, 0, |conn, _, out, env| conn.drained(out, env))?;
         // A handler that asks again without writing must not spin here.
-        *budget = budget.saturating_sub(io.scratch.len().max(1));
-        send_output(conn, io, said)?;
+        *budget = budget.saturating_sub(wrote.max(1));
     }
     Ok(false)
 }
@@ -242,33 +233,52 @@ fn discard<H>(conn: &mut Conn<H>, io: &mut Io<'_>, mut budget: usize) -> Result<
     Ok(Next::Keep)
 }
 
-/// Writes the output a handler call produced into the loop's scratch
-/// buffer, then ends the connection if the call said so. With nothing
-/// pending, the output goes straight from the scratch and only what the
-/// socket does not take is kept; else it queues behind what is pending.
-/// Pauses reading above the high watermark.
-fn send_output<H>(conn: &mut Conn<H>, io: &mut Io<'_>, said: Result<(), Fate>) -> Result<(), Fate> {
-    // An abort, a panic or a broken input limit ends it with nothing sent.
-    said?;
-    if !io.scratch.is_empty() {
-        if conn.core.pending() > 0 {
-            // Behind what is already pending, in order.
-            conn.core.keep_output(io.scratch);
-            if conn.core.flags.has(Flags::WRITE_READY) {
-                flush(conn, io)?;
-            }
-        } else {
+/// One call into the connection's state machine: gets the bytes just read
+/// (the first `fresh` of the read buffer), the buffer to write into, and
+/// the loop's context.
+type HandlerCall<H> = fn(&mut Conn<H>, &[u8], &mut Vec<u8>, &Env<'_>) -> Result<(), Fate>;
+
+/// Runs `call` with the right buffer for the handler's output and sends
+/// what it wrote; returns how many bytes that was. With nothing pending,
+/// the output goes to the loop's scratch buffer and straight to the socket
+/// (only what it does not take is kept); with output pending, the handler
+/// appends to the connection's own buffer, behind it — never a copy from
+/// one to the other. An abort, a panic or a broken input limit ends the
+/// connection with nothing sent. Pauses reading above the high watermark.
+fn call_handler<H: Handler>(
+    conn: &mut Conn<H>,
+    io: &mut Io<'_>,
+    fresh: usize,
+    call: HandlerCall<H>,
+) -> Result<usize, Fate> {
+    let wrote = if conn.core.pending() > 0 {
+        let mut own = conn.core.take_output();
+        let before = own.len();
+        let said = call(conn, &io.read_buf[..fresh], &mut own, &io.env);
+        let wrote = own.len() - before;
+        conn.core.put_output(own);
+        said?;
+        if wrote > 0 && conn.core.flags.has(Flags::WRITE_READY) {
+            flush(conn, io)?;
+        }
+        wrote
+    } else {
+        io.scratch.clear();
+        call(conn, &io.read_buf[..fresh], io.scratch, &io.env)?;
+        if !io.scratch.is_empty() {
             write_from_scratch(conn, io)?;
         }
-    }
-    // One huge answer must not pin its memory for the loop's lifetime.
-    if io.scratch.capacity() > MAX_SCRATCH {
-        *io.scratch = Vec::new();
-    }
+        let wrote = io.scratch.len();
+        // One huge answer must not pin its memory for the loop's lifetime.
+        if io.scratch.capacity() > MAX_SCRATCH {
+            *io.scratch = Vec::new();
+        }
+        wrote
+    };
     if conn.core.pause_if_full(io.env.config.high_watermark) {
         io.counters.backpressure_pauses += 1;
     }
-    Ok(())
+    Ok(wrote)
 }
 
 fn write_from_scratch<H>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Result<(), Fate> {
