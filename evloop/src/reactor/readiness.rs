@@ -80,7 +80,11 @@ pub(super) fn deadline_passed<H: Handler>(conn: &mut Conn<H>, io: &mut Io<'_>) -
 }
 
 /// A handler call outside a drive, then a drive like after any call.
-fn after_call<H: Handler>(conn: &mut Conn<H>, io: &mut Io<'_>, call: HandlerCall<H>) -> Next {
+fn after_call<H: Handler>(
+    conn: &mut Conn<H>,
+    io: &mut Io<'_>,
+    call: impl FnOnce(&mut Conn<H>, &[u8], &mut Vec<u8>, &Env<'_>) -> Result<(), Fate>,
+) -> Next {
     match call_handler(conn, io, 0, call).and_then(|_| drive_phases(conn, io)) {
         Ok(next) => next,
         Err(fate) => Next::End(fate),
@@ -162,14 +166,27 @@ fn read_and_deliver<H: Handler>(
 
 /// Calls the handler back while it streams (it asked to hear when its
 /// output drained) and the socket takes what it writes; returns true if
-/// the budget ran out with the handler still streaming.
+/// the budget ran out with the handler still streaming. Checked twice per
+/// drive and rarely due: the check is inline, the loop is not.
+#[inline]
 fn stream_drained<H: Handler>(
     conn: &mut Conn<H>,
     io: &mut Io<'_>,
     budget: &mut usize,
 ) -> Result<bool, Fate> {
-    let low = io.env.config.low_watermark;
-    while conn.wants_drain_notice(low) {
+    if !conn.wants_drain_notice(io.env.config.low_watermark) {
+        return Ok(false);
+    }
+    stream_while_drained(conn, io, budget)
+}
+
+#[inline(never)]
+fn stream_while_drained<H: Handler>(
+    conn: &mut Conn<H>,
+    io: &mut Io<'_>,
+    budget: &mut usize,
+) -> Result<bool, Fate> {
+    while conn.wants_drain_notice(io.env.config.low_watermark) {
         if *budget == 0 {
             return Ok(true);
         }
@@ -233,23 +250,20 @@ fn discard<H>(conn: &mut Conn<H>, io: &mut Io<'_>, mut budget: usize) -> Result<
     Ok(Next::Keep)
 }
 
-/// One call into the connection's state machine: gets the bytes just read
-/// (the first `fresh` of the read buffer), the buffer to write into, and
-/// the loop's context.
-type HandlerCall<H> = fn(&mut Conn<H>, &[u8], &mut Vec<u8>, &Env<'_>) -> Result<(), Fate>;
-
-/// Runs `call` with the right buffer for the handler's output and sends
-/// what it wrote; returns how many bytes that was. With nothing pending,
-/// the output goes to the loop's scratch buffer and straight to the socket
-/// (only what it does not take is kept); with output pending, the handler
-/// appends to the connection's own buffer, behind it — never a copy from
-/// one to the other. An abort, a panic or a broken input limit ends the
-/// connection with nothing sent. Pauses reading above the high watermark.
+/// Runs `call` — one call into the connection's state machine, given the
+/// bytes just read (the first `fresh` of the read buffer), the buffer to
+/// write into and the loop's context — and sends what the handler wrote;
+/// returns how many bytes that was. With nothing pending, the output goes
+/// to the loop's scratch buffer and straight to the socket (only what it
+/// does not take is kept); with output pending, the handler appends to the
+/// connection's own buffer, behind it — never a copy from one to the other.
+/// An abort, a panic or a broken input limit ends the connection with
+/// nothing sent. Pauses reading above the high watermark.
 fn call_handler<H: Handler>(
     conn: &mut Conn<H>,
     io: &mut Io<'_>,
     fresh: usize,
-    call: HandlerCall<H>,
+    call: impl FnOnce(&mut Conn<H>, &[u8], &mut Vec<u8>, &Env<'_>) -> Result<(), Fate>,
 ) -> Result<usize, Fate> {
     let wrote = if conn.core.pending() > 0 {
         let mut own = conn.core.take_output();
