@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 use evloop::services::{Chargen, Daytime, Discard, Echo, Log};
-use evloop::{Address, Balance, Server, ServerBuilder, Service};
+use evloop::{Address, Balance, Driver, Server, ServerBuilder, Service};
 use tracing::{error, info, warn};
 
 use crate::{addr, duration, size};
@@ -72,6 +72,17 @@ pub struct ServeArgs {
     /// K, M, G (KB, MB, GB) powers of 1000.
     #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_max_buffered)]
     max_buffered: usize,
+    /// How the loops move bytes: auto (io_uring where the kernel has what
+    /// it needs, else epoll; the log says which and why), uring, or epoll
+    /// (kqueue on BSD and macOS). The environment variable overrides the
+    /// default for operators; the option overrides both.
+    #[arg(
+        long = "io",
+        value_name = "DRIVER",
+        env = "EVLOOP_IO",
+        default_value = "auto"
+    )]
+    io: Driver,
     /// log service: show each read's bytes as a hex dump.
     #[arg(long)]
     hexdump: bool,
@@ -147,7 +158,8 @@ fn configure(args: &ServeArgs) -> Result<ServerBuilder, String> {
         .handle_signals(true)
         .shutdown_timeout(args.shutdown_timeout)
         .idle_timeout(args.idle_timeout)
-        .max_buffered(args.max_buffered);
+        .max_buffered(args.max_buffered)
+        .io(args.io);
     for addr in &args.listen {
         builder = builder.listen(addr.clone());
     }
@@ -205,10 +217,7 @@ fn serve<S: Service>(builder: ServerBuilder, service: S, name: &str) -> ExitCode
         }
     };
     for addr in server.local_addrs() {
-        info!(
-            "{name}: listening on {addr} ({} backend)",
-            evloop::poll::BACKEND
-        );
+        info!("{name}: listening on {addr}");
     }
     match server.run() {
         Ok(report) => {

@@ -99,8 +99,11 @@ fn version_names_the_commit_and_the_drivers() {
     let prefix = format!("evloop {} (", env!("CARGO_PKG_VERSION"));
     assert!(line.starts_with(&prefix), "{line}");
     assert!(
-        line.trim_end()
-            .ends_with(&format!("drivers: {})", evloop::poll::BACKEND)),
+        line.trim_end().ends_with(&if cfg!(target_os = "linux") {
+            format!("drivers: io_uring, {})", evloop::poll::BACKEND)
+        } else {
+            format!("drivers: {})", evloop::poll::BACKEND)
+        }),
         "{line}"
     );
     // Built from a git checkout: the commit is the checkout's HEAD.

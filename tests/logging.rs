@@ -68,7 +68,7 @@ fn wait_until_refused(addr: SocketAddr) {
 
 #[test]
 fn issue_8_a_closed_log_pipe_does_not_stop_the_log_service() {
-    let mut server = ServerProcess::start_with_stderr(&["log"], Stderr::CloseAfterFirstLine);
+    let mut server = ServerProcess::start_with_stderr(&["log"], Stderr::CloseAfterListening);
     // Every connection is logged (connect, read, disconnect) into the
     // closed pipe, and each is still served to its end.
     let clients: Vec<_> = (0..CLIENTS)
@@ -91,7 +91,7 @@ fn issue_8_a_closed_log_pipe_does_not_stop_the_log_service() {
 
 #[test]
 fn issue_8_a_closed_log_pipe_does_not_cut_the_drain() {
-    let mut server = ServerProcess::start_with_stderr(&["echo"], Stderr::CloseAfterFirstLine);
+    let mut server = ServerProcess::start_with_stderr(&["echo"], Stderr::CloseAfterListening);
     let mut clients: Vec<TcpStream> = (0..CLIENTS).map(|_| connect(server.addr)).collect();
     for client in &mut clients {
         assert_echoes(client, b"before");
@@ -129,7 +129,7 @@ fn issue_8_a_log_nobody_reads_slows_neither_serving_nor_exit() {
     let (_resume, paused) = mpsc::channel();
     let mut server = ServerProcess::start_with_stderr(
         &["log", "--hexdump"],
-        Stderr::PauseAfterFirstLine(paused),
+        Stderr::PauseAfterListening(paused),
     );
     flood_the_log(server.addr);
     // A small exchange is as quick as ever: nothing waits for the log.
@@ -151,7 +151,7 @@ fn issue_8_lines_dropped_while_the_log_stalled_are_counted_at_exit() {
     let (resume, paused) = mpsc::channel();
     let mut server = ServerProcess::start_with_stderr(
         &["log", "--hexdump"],
-        Stderr::PauseAfterFirstLine(paused),
+        Stderr::PauseAfterListening(paused),
     );
     flood_the_log(server.addr);
     resume.send(()).unwrap();

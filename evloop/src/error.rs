@@ -36,6 +36,23 @@ pub(crate) fn context(source: impl Into<io::Error>, what: impl fmt::Display) -> 
     described(source, message)
 }
 
+/// The OS error code of `e` or of the OS error beneath its message.
+pub(crate) fn os_code(e: &io::Error) -> Option<i32> {
+    e.raw_os_error().or_else(|| {
+        let mut source = std::error::Error::source(e.get_ref()?);
+        while let Some(s) = source {
+            if let Some(code) = s
+                .downcast_ref::<io::Error>()
+                .and_then(io::Error::raw_os_error)
+            {
+                return Some(code);
+            }
+            source = s.source();
+        }
+        None
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,5 +67,6 @@ mod tests {
             .unwrap();
         assert_eq!(beneath.raw_os_error(), Some(24));
         assert_eq!(err.kind(), io::Error::from_raw_os_error(24).kind());
+        assert_eq!(os_code(&err), Some(24));
     }
 }

@@ -46,10 +46,13 @@ mod address;
 mod clock;
 mod config;
 mod context;
+mod driver;
 mod error;
 mod net;
 pub mod poll;
 mod reactor;
+#[cfg(target_os = "linux")]
+pub mod ring;
 mod server;
 mod service;
 pub mod services;
@@ -60,6 +63,7 @@ mod timer;
 
 pub use address::{Address, ParseAddressError};
 pub use context::{ConnId, Context, Credentials};
+pub use driver::{Driver, ParseDriverError};
 pub use reactor::LoopReport;
 pub use server::{Balance, Report, Server, ServerBuilder, ShutdownHandle};
 pub use service::{Action, CloseReason, Handler, Input, Service};

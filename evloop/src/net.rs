@@ -327,7 +327,7 @@ pub(crate) enum Outcome<T> {
 /// The one place errno becomes a decision. Tolerated and retried: `EINTR`
 /// (by the callers' loops). Resets: `ECONNRESET`, `EPIPE`, `ECONNABORTED`,
 /// `ETIMEDOUT` (keepalive), `ENOTCONN`, `EHOSTUNREACH`, `ENETUNREACH`.
-fn classify<T>(result: Result<T, Errno>) -> Option<Outcome<T>> {
+pub(crate) fn classify<T>(result: Result<T, Errno>) -> Option<Outcome<T>> {
     match result {
         Ok(v) => Some(Outcome::Done(v)),
         Err(Errno::INTR) => None,

@@ -12,9 +12,12 @@ use tracing::{info, warn};
 use crate::Address;
 use crate::clock::MAX_SPAN;
 use crate::config::Config;
+use crate::driver::{self, Chosen, Driver};
 use crate::net::{self, Share};
 use crate::poll::{Events, Poller, Token, Waker};
-use crate::reactor::{Command, LoopHandle, LoopReport, Reactor, Shared};
+use crate::reactor::{Command, LoopHandle, LoopIo, LoopReport, LoopWaker, Reactor, Shared};
+#[cfg(target_os = "linux")]
+use crate::ring::RingConfig;
 use crate::service::Service;
 use crate::signals::SignalPipe;
 use crate::stats::Counters;
@@ -65,9 +68,30 @@ pub struct ServerBuilder {
     backlog: i32,
     config: Config,
     signals: bool,
+    driver: Driver,
+    #[cfg(target_os = "linux")]
+    ring: RingConfig,
 }
 
 impl ServerBuilder {
+    /// How the loops move bytes: io_uring where it works (the default,
+    /// [`Driver::Auto`]), or a driver of your choice. See [`Driver`].
+    pub fn io(mut self, driver: Driver) -> Self {
+        self.driver = driver;
+        self
+    }
+
+    /// The sizes of each loop's io_uring (entries, provided receive
+    /// buffers), when the completion driver runs. Default:
+    /// [`RingConfig::default`] — 1024 entries, 1024 buffers of 4 KiB, which
+    /// each loop allocates once (4 MiB of address space; the pages are
+    /// touched as receives use them).
+    #[cfg(target_os = "linux")]
+    pub fn ring(mut self, ring: RingConfig) -> Self {
+        self.ring = ring;
+        self
+    }
+
     /// Adds an address to listen on (may be called more than once): a
     /// [`SocketAddr`] for TCP (port 0 picks a free port, shared by all
     /// loops), or a Unix socket, [`Address::Unix`] (a file) or
@@ -252,6 +276,11 @@ impl ServerBuilder {
             local_addrs.push(bound);
         }
         let handoff = listeners[0].iter().any(|&(_, handoff)| handoff);
+        let (driver, fallback) = driver::choose(self.driver)?;
+        match fallback {
+            None => info!("I/O driver: {driver}"),
+            Some(why) => info!("I/O driver: {driver} (io_uring unavailable: {why})"),
+        }
         let control = Arc::new(Control::new()?);
         // Installed now, not in `run`: a caller may announce the addresses
         // between `build` and `run`, and a signal sent on seeing them must
@@ -269,6 +298,9 @@ impl ServerBuilder {
             handoff,
             signals,
             control,
+            driver,
+            #[cfg(target_os = "linux")]
+            ring: self.ring,
         })
     }
 }
@@ -340,6 +372,9 @@ pub struct Server<S> {
     handoff: bool,
     signals: Option<SignalPipe>,
     control: Arc<Control>,
+    driver: Chosen,
+    #[cfg(target_os = "linux")]
+    ring: RingConfig,
 }
 
 impl Server<()> {
@@ -353,6 +388,9 @@ impl Server<()> {
             backlog: net::DEFAULT_BACKLOG,
             config: Config::default(),
             signals: false,
+            driver: Driver::Auto,
+            #[cfg(target_os = "linux")]
+            ring: RingConfig::default(),
         }
     }
 }
@@ -441,6 +479,12 @@ impl<S: Service> Server<S> {
         &self.local_addrs
     }
 
+    /// The I/O driver the loops run on, as the start-up log names it:
+    /// `epoll`, `kqueue`, or `io_uring (…)` with the ring's setup.
+    pub fn driver(&self) -> String {
+        self.driver.to_string()
+    }
+
     /// A handle to shut the server down from another thread.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
@@ -459,9 +503,17 @@ impl<S: Service> Server<S> {
             handoff,
             signals,
             control,
+            driver,
+            #[cfg(target_os = "linux")]
+            ring,
             ..
         } = self;
-        let (shared, joins) = spawn_loops(service, listeners, config, handoff, &control)?;
+        let seed = match driver {
+            Chosen::Readiness => Seed::Poller,
+            #[cfg(target_os = "linux")]
+            Chosen::Uring(_) => Seed::Ring(ring),
+        };
+        let (shared, joins) = spawn_loops(service, listeners, config, handoff, seed, &control)?;
         let mut events = Events::with_capacity(8);
         let mut requests_seen = 0;
         let mut stage = Stage::Running;
@@ -497,6 +549,36 @@ impl<S: Service> Server<S> {
 /// The loops' threads, running; joined by [`collect`].
 type Loops = Vec<JoinHandle<io::Result<LoopReport>>>;
 
+/// What each loop's I/O is made from.
+#[derive(Clone, Copy)]
+enum Seed {
+    /// A poller, made before the loops start.
+    Poller,
+    /// A ring of these sizes, made by the loop's own thread: a ring set up
+    /// for a single issuer belongs to the thread that creates it.
+    #[cfg(target_os = "linux")]
+    Ring(RingConfig),
+}
+
+/// A loop's I/O, or the sizes of the ring its thread is to make.
+enum LoopSeed {
+    Poller(Poller),
+    #[cfg(target_os = "linux")]
+    Ring(RingConfig),
+}
+
+impl LoopSeed {
+    fn grow(self) -> io::Result<LoopIo> {
+        match self {
+            LoopSeed::Poller(poller) => Ok(LoopIo::Readiness(poller)),
+            #[cfg(target_os = "linux")]
+            LoopSeed::Ring(config) => Ok(LoopIo::Completion(Box::new(
+                crate::reactor::Completions::new(crate::ring::Ring::new(config)?),
+            ))),
+        }
+    }
+}
+
 /// Starts one thread per loop (`evloop-0`, …). If a thread cannot be
 /// started, the ones already running are stopped before the error returns.
 fn spawn_loops<S: Service>(
@@ -504,16 +586,28 @@ fn spawn_loops<S: Service>(
     listeners: Vec<Vec<(net::Listener, bool)>>,
     config: Config,
     handoff: bool,
+    seed: Seed,
     control: &Arc<Control>,
 ) -> io::Result<(Arc<Shared>, Loops)> {
     let threads = listeners.len();
-    let mut pollers = Vec::with_capacity(threads);
+    let mut seeds = Vec::with_capacity(threads);
     let mut handles = Vec::with_capacity(threads);
     let mut mailboxes = Vec::with_capacity(threads);
     for _ in 0..threads {
-        let poller = Poller::new()?;
-        let (handle, mailbox) = LoopHandle::new(&poller)?;
-        pollers.push(poller);
+        let (loop_seed, waker) = match seed {
+            Seed::Poller => {
+                let poller = Poller::new()?;
+                let waker = LoopWaker::poll(&poller)?;
+                (LoopSeed::Poller(poller), waker)
+            }
+            #[cfg(target_os = "linux")]
+            Seed::Ring(config) => (
+                LoopSeed::Ring(config),
+                LoopWaker::Ring(crate::ring::Waker::new()?),
+            ),
+        };
+        let (handle, mailbox) = LoopHandle::new(waker);
+        seeds.push(loop_seed);
         handles.push(handle);
         mailboxes.push(mailbox);
     }
@@ -527,8 +621,8 @@ fn spawn_loops<S: Service>(
         handoff,
     });
     let mut joins: Loops = Vec::with_capacity(threads);
-    let parts = pollers.into_iter().zip(mailboxes).zip(listeners);
-    for (index, ((poller, mailbox), listeners)) in parts.enumerate() {
+    let parts = seeds.into_iter().zip(mailboxes).zip(listeners);
+    for (index, ((seed, mailbox), listeners)) in parts.enumerate() {
         let loop_shared = Arc::clone(&shared);
         let service = Arc::clone(&service);
         let control = Arc::clone(control);
@@ -538,7 +632,10 @@ fn spawn_loops<S: Service>(
                 // Tells the control thread when the loop ends, however it
                 // ends: by returning, failing, or panicking.
                 let _exit = ExitNotice(control);
-                Reactor::new(index, poller, mailbox, loop_shared, service, listeners)
+                seed.grow()
+                    .and_then(|io| {
+                        Reactor::new(index, io, mailbox, loop_shared, service, listeners)
+                    })
                     .and_then(Reactor::run)
             });
         match spawned {

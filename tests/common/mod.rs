@@ -26,16 +26,16 @@ pub fn evloop_with_nofile(nofile: u32) -> Command {
     command
 }
 
-/// What the test does with the server's standard error after its first
-/// line (which must be the "listening on" line).
+/// What the test does with the server's standard error after its
+/// "listening on" line.
 pub enum Stderr {
     /// Reads every line as it comes.
     Read,
     /// Closes the pipe: the server's later writes to it fail with `EPIPE`.
-    CloseAfterFirstLine,
+    CloseAfterListening,
     /// Stops reading until the receiver gets a message (or its sender is
     /// dropped): the pipe fills, and then the server's writes to it block.
-    PauseAfterFirstLine(Receiver<()>),
+    PauseAfterListening(Receiver<()>),
 }
 
 /// A running `evloop serve`; killed on drop if still running.
@@ -100,15 +100,21 @@ impl ServerProcess {
         let (sender, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut pipe = BufReader::new(pipe).lines().map_while(Result::ok);
-            let Some(first) = pipe.next() else { return };
-            if sender.send(first).is_err() {
-                return;
+            // Start-up lines (the I/O driver) come before "listening on".
+            for line in pipe.by_ref() {
+                let listening = line.contains("listening on");
+                if sender.send(line).is_err() {
+                    return;
+                }
+                if listening {
+                    break;
+                }
             }
             match stderr {
                 Stderr::Read => {}
                 // Dropping the reader closes the pipe.
-                Stderr::CloseAfterFirstLine => return,
-                Stderr::PauseAfterFirstLine(resume) => {
+                Stderr::CloseAfterListening => return,
+                Stderr::PauseAfterListening(resume) => {
                     let _ = resume.recv();
                 }
             }

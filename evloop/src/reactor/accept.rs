@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 use super::conn::{Conn, Core, Flags};
-use super::readiness;
-use super::{Command, LoopHandle, Reactor, contain_panic, listener_token};
+use super::{Command, LoopHandle, LoopIo, Reactor, Step, contain_panic, listener_token};
 use crate::Address;
 use crate::net::{self, Outcome};
 use crate::poll::{self, Interest, Token};
@@ -32,7 +31,10 @@ pub(super) struct Listener {
     pub(super) socket: net::Listener,
     /// Its connections go to the least loaded loop, not only this one.
     pub(super) handoff: bool,
+    /// Connections may wait in its backlog: accept until `WouldBlock`.
     pub(super) ready: bool,
+    /// Completion driver: its multishot accept is in flight.
+    pub(super) armed: bool,
 }
 
 /// A pause of accepting after `accept` ran out of resources.
@@ -166,10 +168,13 @@ impl<S: Service> Reactor<S> {
         self.counters.accepted += 1;
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        if let Err(e) = self
-            .poller
-            .register(&socket, Token(key), Interest::READABLE)
-        {
+        let registered = match &self.io {
+            LoopIo::Readiness(poller) => poller.register(&socket, Token(key), Interest::READABLE),
+            // The receive is submitted when the connection is settled.
+            #[cfg(target_os = "linux")]
+            LoopIo::Completion(_) => Ok(()),
+        };
+        if let Err(e) = registered {
             warn!("registering connection from {peer}: {e}");
             self.counters.closed[CloseReason::Error.index()] += 1;
             self.release_slot();
@@ -188,8 +193,9 @@ impl<S: Service> Reactor<S> {
         core.flags.set(Flags::WRITE_READY, true);
         core.flags
             .set(Flags::READ_TO_BLOCK, !poll::REPORTS_URGENT_DATA);
+        core.flags.set(Flags::RECV_ONESHOT, peer.inet().is_none());
         entry.insert(Conn { core, handler });
-        self.feed(key, readiness::opened, Some(&peer));
+        self.feed(key, Step::Opened(&peer));
     }
 
     /// Forgets one connection in the server-wide and per-loop counts, and
@@ -233,13 +239,16 @@ impl<S: Service> Reactor<S> {
 
     /// Changes every listener's interest: none while accepting is paused,
     /// readable again to resume (re-adding it re-arms the edge if
-    /// connections wait).
-    pub(super) fn set_listener_interest(&self, interest: Interest) {
+    /// connections wait). On the completion driver: cancels or submits the
+    /// multishot accepts.
+    pub(super) fn set_listener_interest(&mut self, interest: Interest) {
+        let poller = match &self.io {
+            LoopIo::Readiness(poller) => poller,
+            #[cfg(target_os = "linux")]
+            LoopIo::Completion(_) => return self.arm_listeners(interest != Interest::NONE),
+        };
         for (i, listener) in self.listeners.iter().enumerate() {
-            if let Err(e) = self
-                .poller
-                .reregister(&listener.socket, listener_token(i), interest)
-            {
+            if let Err(e) = poller.reregister(&listener.socket, listener_token(i), interest) {
                 warn!("listener interest {interest:?}: {e}");
             }
         }

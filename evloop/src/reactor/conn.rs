@@ -73,6 +73,22 @@ impl Flags {
     pub(crate) const QUEUED: u16 = 1 << 7;
     /// On the loop's list of connections the budget paused.
     pub(crate) const BUDGET_LISTED: u16 = 1 << 8;
+    /// Completion driver: a multishot receive is in flight.
+    pub(crate) const RECV_ARMED: u16 = 1 << 9;
+    /// Completion driver: its cancel has been asked for.
+    pub(crate) const RECV_CANCELING: u16 = 1 << 10;
+    /// Completion driver: its receive ended because the provided buffers
+    /// ran out; it is submitted again at the end of the turn.
+    pub(crate) const RECV_STARVED: u16 = 1 << 11;
+    /// Completion driver: a send is in flight.
+    pub(crate) const SENDING: u16 = 1 << 12;
+    /// Completion driver: closed, its operations cancelled; the slot is
+    /// freed when their last completion arrives.
+    pub(crate) const RETIRED: u16 = 1 << 13;
+    /// Completion driver: receive one buffer per submission, not multishot
+    /// (Unix sockets: a multishot receive there can miss the end of input,
+    /// a kernel bug fixed in 2026 that kernels still in use have).
+    pub(crate) const RECV_ONESHOT: u16 = 1 << 14;
 
     const PAUSED: u16 = Self::PAUSED_OUTPUT | Self::PAUSED_BUDGET | Self::PAUSED_HANDLER;
 
@@ -100,8 +116,40 @@ struct Buffers {
     /// Output not yet sent, from `written` on.
     output: Vec<u8>,
     written: usize,
+    /// Output handed to the kernel by a send still in flight (completion
+    /// driver): pending until its completion says it went out.
+    in_flight: usize,
     /// The capacity counted in the server's `buffered`.
     accounted: usize,
+}
+
+/// Emptied connection buffers kept for reuse, so that a connection that
+/// needs them for a moment (each request, on the completion driver) does
+/// not allocate. Bounded in number and in what each one keeps.
+#[derive(Debug, Default)]
+pub(super) struct Spare {
+    // Boxed: these are the allocations connections hold behind their
+    // pointer, handed back and forth without moving the buffers.
+    #[allow(clippy::vec_box)]
+    boxes: Vec<Box<Buffers>>,
+}
+
+impl Spare {
+    /// Buffers kept at most: enough for every connection of a busy loop to
+    /// have a send in flight at once without allocating.
+    const MAX: usize = 1024;
+
+    fn put(&mut self, mut b: Box<Buffers>) {
+        if self.boxes.len() >= Self::MAX {
+            return;
+        }
+        release(&mut b.output);
+        b.input = Vec::new();
+        b.written = 0;
+        b.in_flight = 0;
+        b.accounted = 0;
+        self.boxes.push(b);
+    }
 }
 
 /// Everything of a connection but its handler: what a [`Context`] may
@@ -175,7 +223,7 @@ impl Core {
     pub(super) fn pending(&self) -> usize {
         self.buffers
             .as_ref()
-            .map_or(0, |b| b.output.len() - b.written)
+            .map_or(0, |b| b.output.len() - b.written + b.in_flight)
     }
 
     /// The output not yet sent.
@@ -192,7 +240,7 @@ impl Core {
     pub(super) fn holds_bytes(&self) -> bool {
         self.buffers
             .as_ref()
-            .is_some_and(|b| b.output.len() > b.written || !b.input.is_empty())
+            .is_some_and(|b| b.output.len() > b.written || b.in_flight > 0 || !b.input.is_empty())
     }
 
     /// `n` bytes of the pending output went out.
@@ -207,6 +255,55 @@ impl Core {
                 b.written = 0;
                 release(&mut b.output);
             }
+        }
+    }
+
+    /// Completion driver: takes the output produced since the last send, to
+    /// hand it to the kernel; it counts as pending until
+    /// [`flight_landed`](Self::flight_landed) says it went out.
+    pub(super) fn take_for_send(&mut self) -> Option<Vec<u8>> {
+        let b = self.buffers.as_mut()?;
+        if b.output.is_empty() {
+            return None;
+        }
+        let output = std::mem::take(&mut b.output);
+        b.in_flight += output.len();
+        Some(output)
+    }
+
+    /// Completion driver: `n` bytes of a send went out; `done` is the
+    /// send's buffer when all of it did, kept as the output buffer if that
+    /// has none, so that a request answered at once allocates nothing.
+    pub(super) fn flight_landed(&mut self, n: usize, done: Option<Vec<u8>>, now: Tick) {
+        if n > 0 {
+            self.last_active = now;
+        }
+        let Some(b) = &mut self.buffers else {
+            return;
+        };
+        b.in_flight -= n.min(b.in_flight);
+        if let Some(mut done) = done
+            && b.output.capacity() == 0
+            && done.capacity() <= KEEP_BUFFER
+        {
+            done.clear();
+            b.output = done;
+        }
+    }
+
+    /// Completion driver: a send ended without going out (the connection
+    /// is being closed): nothing of it is pending any more.
+    pub(super) fn flight_lost(&mut self) {
+        if let Some(b) = &mut self.buffers {
+            b.in_flight = 0;
+        }
+    }
+
+    /// Makes sure the connection has its buffers, from `spare` if it can:
+    /// a completion driver's handler writes into them.
+    pub(super) fn ensure_buffers(&mut self, spare: &mut Spare) {
+        if self.buffers.is_none() {
+            self.buffers = Some(spare.boxes.pop().unwrap_or_default());
         }
     }
 
@@ -328,25 +425,25 @@ impl Core {
     /// the buffers once they are empty. When the count falls back after a
     /// peak, the memory the allocator kept is given back to the system.
     #[inline]
-    pub(super) fn account(&mut self, shared: &Shared) {
+    pub(super) fn account(&mut self, shared: &Shared, spare: &mut Spare) {
         if self.buffers.is_some() {
-            self.account_buffers(shared);
+            self.account_buffers(shared, spare);
         }
     }
 
-    fn account_buffers(&mut self, shared: &Shared) {
+    fn account_buffers(&mut self, shared: &Shared, spare: &mut Spare) {
         let Some(b) = &mut self.buffers else {
             return;
         };
-        let empty = b.input.is_empty() && b.output.len() == b.written;
+        let empty = b.input.is_empty() && b.output.len() == b.written && b.in_flight == 0;
         let held = if empty {
             0
         } else {
-            b.input.capacity() + b.output.capacity()
+            b.input.capacity() + b.output.capacity() + b.in_flight
         };
         let accounted = std::mem::replace(&mut b.accounted, held);
-        if empty {
-            self.buffers = None;
+        if empty && let Some(b) = self.buffers.take() {
+            spare.put(b);
         }
         if held == accounted {
             return;
@@ -368,13 +465,14 @@ impl Core {
     }
 
     /// Forgets the buffers of a connection being closed (accounted first).
-    pub(super) fn discard_buffers(&mut self, shared: &Shared) {
+    pub(super) fn discard_buffers(&mut self, shared: &Shared, spare: &mut Spare) {
         if let Some(b) = &mut self.buffers {
             b.input.clear();
             b.output.clear();
             b.written = 0;
+            b.in_flight = 0;
         }
-        self.account(shared);
+        self.account(shared, spare);
     }
 }
 

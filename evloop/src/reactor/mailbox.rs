@@ -24,11 +24,35 @@ pub(crate) enum Command {
     ForceClose,
 }
 
+/// What wakes a loop from its wait: the poller's waker, or an eventfd its
+/// ring reads.
+#[derive(Debug)]
+pub(crate) enum LoopWaker {
+    Poll(Waker),
+    #[cfg(target_os = "linux")]
+    Ring(crate::ring::Waker),
+}
+
+impl LoopWaker {
+    /// A waker for a loop on `poller`.
+    pub(crate) fn poll(poller: &Poller) -> io::Result<LoopWaker> {
+        Ok(LoopWaker::Poll(Waker::new(poller, WAKER)?))
+    }
+
+    fn wake(&self) -> io::Result<()> {
+        match self {
+            LoopWaker::Poll(waker) => waker.wake(),
+            #[cfg(target_os = "linux")]
+            LoopWaker::Ring(waker) => waker.wake(),
+        }
+    }
+}
+
 /// The sending side of a loop's mailbox, shared with other threads.
 #[derive(Debug)]
 pub(crate) struct LoopHandle {
     pub(super) sender: Sender<Command>,
-    pub(super) waker: Waker,
+    pub(super) waker: LoopWaker,
     /// Set by a sender that woke the loop, cleared by the loop before it
     /// drains the mailbox: senders wake only when the loop may be asleep.
     pub(super) notified: AtomicBool,
@@ -39,17 +63,17 @@ pub(crate) struct LoopHandle {
 }
 
 impl LoopHandle {
-    /// A loop's mailbox and the poller it wakes.
-    pub(crate) fn new(poller: &Poller) -> io::Result<(Arc<LoopHandle>, Receiver<Command>)> {
+    /// A loop's mailbox and what wakes it.
+    pub(crate) fn new(waker: LoopWaker) -> (Arc<LoopHandle>, Receiver<Command>) {
         let (sender, receiver) = std::sync::mpsc::channel();
         let handle = LoopHandle {
             sender,
-            waker: Waker::new(poller, WAKER)?,
+            waker,
             notified: AtomicBool::new(false),
             load: AtomicUsize::new(0),
             wants_slot: AtomicBool::new(false),
         };
-        Ok((Arc::new(handle), receiver))
+        (Arc::new(handle), receiver)
     }
 
     /// Queues `command` and wakes the loop if nobody has since it last

@@ -34,6 +34,8 @@
 //!   deadline, or the shutdown deadline. Its errors never leave it.
 
 mod accept;
+#[cfg(target_os = "linux")]
+mod completion;
 mod conn;
 mod mailbox;
 mod readiness;
@@ -57,9 +59,11 @@ use crate::stats::Counters;
 use crate::timer::{Deadline, Timers};
 
 use accept::{ACCEPT_BUDGET, AcceptPause, Listener};
+#[cfg(target_os = "linux")]
+pub(crate) use completion::Completions;
 pub(crate) use conn::Core;
-use conn::{Conn, Env, Fate, Flags, Phase};
-pub(crate) use mailbox::{Command, LoopHandle};
+use conn::{Conn, Env, Fate, Flags, Phase, Spare};
+pub(crate) use mailbox::{Command, LoopHandle, LoopWaker};
 use readiness::{Io, Next, drive_conn, update_interest};
 
 /// The waker's token; listeners count down from just below it, connections
@@ -92,6 +96,30 @@ pub struct LoopReport {
     pub cut: u64,
 }
 
+/// How a loop moves bytes: it waits for readiness and reads and writes
+/// itself (epoll, kqueue), or the kernel does and reports completions
+/// (io_uring).
+pub(crate) enum LoopIo {
+    Readiness(Poller),
+    #[cfg(target_os = "linux")]
+    Completion(Box<Completions>),
+}
+
+/// A step of the readiness driver.
+type ReadinessStep<H> = fn(&mut Conn<H>, &mut Io<'_>) -> Next;
+
+/// A step in a connection's life that every driver takes.
+#[derive(Clone, Copy)]
+pub(super) enum Step<'a> {
+    /// Serve what is ready or left over (the ready list, a lifted pause).
+    Drive,
+    /// The connection was accepted from this peer: its handler may speak
+    /// first.
+    Opened(&'a Address),
+    /// The handler's deadline passed.
+    Deadline,
+}
+
 /// State shared by all loops of a server.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -117,7 +145,7 @@ pub(crate) struct Shared {
 /// One thread's event loop.
 pub(crate) struct Reactor<S: Service> {
     index: usize,
-    poller: Poller,
+    io: LoopIo,
     mailbox: Receiver<Command>,
     mailbox_pending: bool,
     shared: Arc<Shared>,
@@ -128,8 +156,11 @@ pub(crate) struct Reactor<S: Service> {
     ready_batch: Vec<usize>,
     timers: Timers,
     next_generation: u32,
+    /// The readiness driver's read buffer and output scratch.
     read_buf: Box<[u8]>,
     scratch: Vec<u8>,
+    /// Emptied connection buffers, for reuse.
+    spare: Spare,
     counters: Counters,
     clock: Clock,
     accept_pause: Option<AcceptPause>,
@@ -148,7 +179,7 @@ impl<S: Service> Reactor<S> {
     /// are handed to the least loaded loop.
     pub(crate) fn new(
         index: usize,
-        poller: Poller,
+        io: LoopIo,
         mailbox: Receiver<Command>,
         shared: Arc<Shared>,
         service: Arc<S>,
@@ -160,14 +191,19 @@ impl<S: Service> Reactor<S> {
                 socket,
                 handoff,
                 ready: false,
+                armed: false,
             })
             .collect();
-        for (i, listener) in listeners.iter().enumerate() {
-            poller.register(&listener.socket, listener_token(i), Interest::READABLE)?;
+        let mut read_buffer = 0;
+        if let LoopIo::Readiness(poller) = &io {
+            for (i, listener) in listeners.iter().enumerate() {
+                poller.register(&listener.socket, listener_token(i), Interest::READABLE)?;
+            }
+            read_buffer = READ_BUFFER;
         }
         Ok(Reactor {
             index,
-            poller,
+            io,
             mailbox,
             mailbox_pending: false,
             shared,
@@ -178,8 +214,9 @@ impl<S: Service> Reactor<S> {
             ready_batch: Vec::new(),
             timers: Timers::default(),
             next_generation: 0,
-            read_buf: vec![0; READ_BUFFER].into_boxed_slice(),
+            read_buf: vec![0; read_buffer].into_boxed_slice(),
             scratch: Vec::new(),
+            spare: Spare::default(),
             counters: Counters::default(),
             clock: Clock::start(),
             accept_pause: None,
@@ -193,16 +230,10 @@ impl<S: Service> Reactor<S> {
 
     /// Runs until shutdown has drained every connection.
     pub(crate) fn run(mut self) -> io::Result<LoopReport> {
-        let mut events = Events::with_capacity(EVENT_CAPACITY);
-        while !(self.drain_deadline.is_some() && self.conns.is_empty()) {
-            let timeout = self.timeout();
-            self.poller.wait(&mut events, timeout)?;
-            self.clock.advance();
-            for event in events.iter() {
-                self.dispatch(event);
-            }
-            self.serve_ready();
-            self.fire_timers();
+        match self.io {
+            LoopIo::Readiness(_) => self.run_readiness()?,
+            #[cfg(target_os = "linux")]
+            LoopIo::Completion(_) => self.run_completion()?,
         }
         debug!(loop_index = self.index, "loop stopped");
         Ok(LoopReport {
@@ -211,11 +242,38 @@ impl<S: Service> Reactor<S> {
         })
     }
 
+    /// The loop on epoll or kqueue: wait → dispatch → ready list → timers.
+    fn run_readiness(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(EVENT_CAPACITY);
+        while !(self.drain_deadline.is_some() && self.conns.is_empty()) {
+            let timeout = self.timeout();
+            if let LoopIo::Readiness(poller) = &self.io {
+                poller.wait(&mut events, timeout)?;
+            }
+            self.clock.advance();
+            for event in events.iter() {
+                self.dispatch(event);
+            }
+            self.serve_ready();
+            self.fire_timers();
+        }
+        Ok(())
+    }
+
+    /// Connections a completion driver accepted while no slot was free.
+    fn held(&self) -> usize {
+        match &self.io {
+            LoopIo::Readiness(_) => 0,
+            #[cfg(target_os = "linux")]
+            LoopIo::Completion(c) => c.held.len(),
+        }
+    }
+
     /// How long the next wait may block: not at all while work is left over
     /// from this turn, else until the earliest deadline.
     fn timeout(&self) -> Option<Duration> {
         let accept_ready = self.accept_pause.is_none()
-            && self.listeners.iter().any(|l| l.ready)
+            && (self.listeners.iter().any(|l| l.ready) || self.held() > 0)
             && (self.limit_wait.is_none() || self.slot_free());
         if !self.ready.is_empty() || accept_ready || self.mailbox_pending {
             return Some(Duration::ZERO);
@@ -271,6 +329,10 @@ impl<S: Service> Reactor<S> {
         if self.mailbox_pending {
             self.drain_mailbox();
         }
+        #[cfg(target_os = "linux")]
+        if self.held() > 0 {
+            self.admit_held();
+        }
         if self.accept_pause.is_none() {
             for i in 0..self.listeners.len() {
                 if self.listeners[i].ready {
@@ -305,20 +367,23 @@ impl<S: Service> Reactor<S> {
     // ---- connections -----------------------------------------------------
 
     fn drive(&mut self, key: usize) {
-        self.feed(key, drive_conn, None);
+        self.feed(key, Step::Drive);
     }
 
-    /// Runs one step of the readiness driver on a connection (a drive, its
-    /// opening — with the peer `accept` reported —, its deadline), then
-    /// settles what the step left.
-    fn feed(
-        &mut self,
-        key: usize,
-        step: fn(&mut Conn<S::Handler>, &mut Io<'_>) -> Next,
-        accepted_peer: Option<&Address>,
-    ) {
+    /// Runs one step on a connection with the loop's driver, then settles
+    /// what the step left.
+    fn feed(&mut self, key: usize, step: Step<'_>) {
+        #[cfg(target_os = "linux")]
+        if let LoopIo::Completion(_) = self.io {
+            return self.feed_completion(key, completion::Event::Step(step));
+        }
         let Some(conn) = self.conns.get_mut(key) else {
             return;
+        };
+        let (run, accepted_peer): (ReadinessStep<S::Handler>, _) = match step {
+            Step::Drive => (drive_conn, None),
+            Step::Opened(peer) => (readiness::opened, Some(peer)),
+            Step::Deadline => (readiness::deadline_passed, None),
         };
         let config = &self.shared.config;
         let over_budget = self.shared.buffered.load(Ordering::Relaxed) >= config.max_buffered;
@@ -334,7 +399,7 @@ impl<S: Service> Reactor<S> {
             counters: &mut self.counters,
             over_budget,
         };
-        let next = step(conn, &mut io);
+        let next = run(conn, &mut io);
         self.settle(key, next);
     }
 
@@ -345,7 +410,7 @@ impl<S: Service> Reactor<S> {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        conn.core.account(&self.shared);
+        conn.core.account(&self.shared, &mut self.spare);
         let flags = &mut conn.core.flags;
         if flags.has(Flags::PAUSED_BUDGET) && !flags.has(Flags::BUDGET_LISTED) {
             flags.set(Flags::BUDGET_LISTED, true);
@@ -355,13 +420,20 @@ impl<S: Service> Reactor<S> {
         }
         let next = match next {
             Next::End(fate) => Next::End(fate),
-            other => match update_interest(&self.poller, conn, key) {
-                Ok(()) => other,
-                Err(e) => {
-                    debug!("connection {key}: {e}");
-                    Next::End(Fate::Close(CloseReason::Error))
+            other => {
+                let told = match &mut self.io {
+                    LoopIo::Readiness(poller) => update_interest(poller, conn, key),
+                    #[cfg(target_os = "linux")]
+                    LoopIo::Completion(c) => completion::sync_ops(c, conn, key),
+                };
+                match told {
+                    Ok(()) => other,
+                    Err(e) => {
+                        debug!("connection {key}: {e}");
+                        Next::End(Fate::Close(CloseReason::Error))
+                    }
                 }
-            },
+            }
         };
         match next {
             Next::Keep => arm(
@@ -395,11 +467,24 @@ impl<S: Service> Reactor<S> {
     }
 
     fn close(&mut self, key: usize, reason: CloseReason) {
-        let mut conn = self.conns.remove(key);
-        conn.core.discard_buffers(&self.shared);
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.core.flags.has(Flags::RETIRED) {
+            return; // closed already, waiting for its completions
+        }
+        conn.core.discard_buffers(&self.shared, &mut self.spare);
         contain_panic("Handler::on_close", || conn.handler.on_close(reason));
         self.counters.closed[reason.index()] += 1;
-        drop(conn); // closing the descriptor also removes it from the queue
+        let retired = match &mut self.io {
+            LoopIo::Readiness(_) => false,
+            #[cfg(target_os = "linux")]
+            LoopIo::Completion(c) => completion::retire(c, conn, key),
+        };
+        if !retired {
+            // Closing the descriptor also removes it from the queue.
+            self.conns.remove(key);
+        }
         self.release_slot();
         // A closed connection's deadline stays in the heap until due; with
         // many short connections and a long idle timeout they would pile
@@ -419,7 +504,12 @@ impl<S: Service> Reactor<S> {
     /// Cuts every connection: at the shutdown deadline, or at once when
     /// forced.
     fn close_all(&mut self) {
-        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        let keys: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, conn)| !conn.core.flags.has(Flags::RETIRED))
+            .map(|(key, _)| key)
+            .collect();
         self.cut += keys.len() as u64;
         for key in keys {
             self.close(key, CloseReason::Shutdown);
@@ -513,7 +603,7 @@ impl<S: Service> Reactor<S> {
         } else if passed(config.idle_timeout) {
             return self.close(due.key, CloseReason::Idle);
         } else if core.deadline().is_some_and(|d| self.clock.reached(d)) {
-            return self.feed(due.key, readiness::deadline_passed, None);
+            return self.feed(due.key, Step::Deadline);
         }
         arm(
             &mut self.timers,
@@ -537,6 +627,12 @@ impl<S: Service> Reactor<S> {
         self.accept_pause = None;
         // Whoever waits for a slot is refused now, not left in the backlog.
         self.limit_wait = Some(self.clock.now);
+        #[cfg(target_os = "linux")]
+        if let LoopIo::Completion(_) = self.io {
+            // The kernel stops accepting; the backlog is taken below.
+            self.arm_listeners(false);
+            self.admit_held();
+        }
         for i in 0..self.listeners.len() {
             self.accept(i, usize::MAX);
         }
