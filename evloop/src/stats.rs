@@ -25,6 +25,14 @@ pub struct Counters {
     /// `accept` calls that failed for lack of resources (EMFILE, ENFILE,
     /// ENOBUFS, ENOMEM) or otherwise.
     pub accept_errors: u64,
+    /// io_uring: times a connection's receive found the loop's provided
+    /// buffers all in use (`ENOBUFS`) and was submitted again at the end of
+    /// the turn, once they were back.
+    pub recv_starved: u64,
+    /// io_uring: turns in which the completion queue had overflowed (the
+    /// kernel kept the completions that did not fit and delivered them
+    /// next: nothing is lost, but the ring is too small for the load).
+    pub cq_overflows: u64,
 }
 
 impl Counters {
@@ -49,6 +57,8 @@ impl Counters {
         self.backpressure_pauses += other.backpressure_pauses;
         self.budget_pauses += other.budget_pauses;
         self.accept_errors += other.accept_errors;
+        self.recv_starved += other.recv_starved;
+        self.cq_overflows += other.cq_overflows;
     }
 }
 
@@ -65,8 +75,20 @@ impl fmt::Display for Counters {
         }
         write!(
             f,
-            " bytes_in={} bytes_out={} backpressure_pauses={} accept_errors={}",
-            self.bytes_in, self.bytes_out, self.backpressure_pauses, self.accept_errors
-        )
+            " bytes_in={} bytes_out={} backpressure_pauses={} budget_pauses={} accept_errors={}",
+            self.bytes_in,
+            self.bytes_out,
+            self.backpressure_pauses,
+            self.budget_pauses,
+            self.accept_errors
+        )?;
+        if self.recv_starved > 0 || self.cq_overflows > 0 {
+            write!(
+                f,
+                " recv_starved={} cq_overflows={}",
+                self.recv_starved, self.cq_overflows
+            )?;
+        }
+        Ok(())
     }
 }

@@ -104,9 +104,11 @@ impl<S: Service> Reactor<S> {
         let mut completions = Vec::with_capacity(super::EVENT_CAPACITY);
         while !(self.drain_deadline.is_some() && self.conns.is_empty()) {
             let timeout = self.timeout();
-            self.completions()
-                .ring
-                .submit_and_wait(&mut completions, timeout)?;
+            let ring = &mut self.completions().ring;
+            ring.submit_and_wait(&mut completions, timeout)?;
+            if ring.overflowed() {
+                self.counters.cq_overflows += 1;
+            }
             self.clock.advance();
             for completion in completions.drain(..) {
                 self.complete(completion);
@@ -201,6 +203,7 @@ impl<S: Service> Reactor<S> {
             }
             Err(e) => match Errno::from_io_error(&e) {
                 Some(Errno::NOBUFS) => {
+                    self.counters.recv_starved += 1;
                     conn.core.flags.set(Flags::RECV_STARVED, true);
                     self.completions().starved.push(key);
                 }
