@@ -5,7 +5,11 @@
 //!   behind [`Poller`](poll::Poller), [`Events`](poll::Events) and a
 //!   cross-thread [`Waker`](poll::Waker). Use it alone for your own loop
 //!   (see `examples/seed.rs`).
-//! * [`Server`] — one event loop per thread, each with its connections,
+//! * `ring` (Linux) — io_uring behind a safe API that owns every buffer
+//!   the kernel may touch: multishot accept and receive into provided
+//!   buffers, sends that keep their buffer until their completion.
+//! * [`Server`] — one event loop per thread, on the readiness queue or on
+//!   io_uring ([`Driver`], chosen at start-up), each with its connections,
 //!   buffers, backpressure, idle timers and limits; signals and graceful
 //!   shutdown.
 //! * [`Service`] and [`Handler`] — what runs on a connection: bytes in,
