@@ -37,6 +37,7 @@ pub(crate) fn context(source: impl Into<io::Error>, what: impl fmt::Display) -> 
 }
 
 /// The OS error code of `e` or of the OS error beneath its message.
+#[cfg(target_os = "linux")]
 pub(crate) fn os_code(e: &io::Error) -> Option<i32> {
     e.raw_os_error().or_else(|| {
         let mut source = std::error::Error::source(e.get_ref()?);
@@ -67,6 +68,7 @@ mod tests {
             .unwrap();
         assert_eq!(beneath.raw_os_error(), Some(24));
         assert_eq!(err.kind(), io::Error::from_raw_os_error(24).kind());
+        #[cfg(target_os = "linux")]
         assert_eq!(os_code(&err), Some(24));
     }
 }

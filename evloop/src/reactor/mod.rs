@@ -105,6 +105,17 @@ pub(crate) enum LoopIo {
     Completion(Box<Completions>),
 }
 
+impl LoopIo {
+    /// The poller, on the readiness driver.
+    fn poller(&self) -> Option<&Poller> {
+        match self {
+            LoopIo::Readiness(poller) => Some(poller),
+            #[cfg(target_os = "linux")]
+            LoopIo::Completion(_) => None,
+        }
+    }
+}
+
 /// A step of the readiness driver.
 type ReadinessStep<H> = fn(&mut Conn<H>, &mut Io<'_>) -> Next;
 
@@ -195,7 +206,7 @@ impl<S: Service> Reactor<S> {
             })
             .collect();
         let mut read_buffer = 0;
-        if let LoopIo::Readiness(poller) = &io {
+        if let Some(poller) = io.poller() {
             for (i, listener) in listeners.iter().enumerate() {
                 poller.register(&listener.socket, listener_token(i), Interest::READABLE)?;
             }
@@ -247,7 +258,7 @@ impl<S: Service> Reactor<S> {
         let mut events = Events::with_capacity(EVENT_CAPACITY);
         while !(self.drain_deadline.is_some() && self.conns.is_empty()) {
             let timeout = self.timeout();
-            if let LoopIo::Readiness(poller) = &self.io {
+            if let Some(poller) = self.io.poller() {
                 poller.wait(&mut events, timeout)?;
             }
             self.clock.advance();
