@@ -34,6 +34,7 @@ pub(super) struct Listener {
     /// Connections may wait in its backlog: accept until `WouldBlock`.
     pub(super) ready: bool,
     /// Completion driver: its multishot accept is in flight.
+    #[cfg(target_os = "linux")]
     pub(super) armed: bool,
 }
 
@@ -242,10 +243,10 @@ impl<S: Service> Reactor<S> {
     /// connections wait). On the completion driver: cancels or submits the
     /// multishot accepts.
     pub(super) fn set_listener_interest(&mut self, interest: Interest) {
-        let poller = match &self.io {
-            LoopIo::Readiness(poller) => poller,
+        let Some(poller) = self.io.poller() else {
             #[cfg(target_os = "linux")]
-            LoopIo::Completion(_) => return self.arm_listeners(interest != Interest::NONE),
+            self.arm_listeners(interest != Interest::NONE);
+            return;
         };
         for (i, listener) in self.listeners.iter().enumerate() {
             if let Err(e) = poller.reregister(&listener.socket, listener_token(i), interest) {

@@ -74,13 +74,17 @@ impl Flags {
     /// On the loop's list of connections the budget paused.
     pub(crate) const BUDGET_LISTED: u16 = 1 << 8;
     /// Completion driver: a multishot receive is in flight.
+    #[cfg(target_os = "linux")]
     pub(crate) const RECV_ARMED: u16 = 1 << 9;
     /// Completion driver: its cancel has been asked for.
+    #[cfg(target_os = "linux")]
     pub(crate) const RECV_CANCELING: u16 = 1 << 10;
     /// Completion driver: its receive ended because the provided buffers
     /// ran out; it is submitted again at the end of the turn.
+    #[cfg(target_os = "linux")]
     pub(crate) const RECV_STARVED: u16 = 1 << 11;
     /// Completion driver: a send is in flight.
+    #[cfg(target_os = "linux")]
     pub(crate) const SENDING: u16 = 1 << 12;
     /// Completion driver: closed, its operations cancelled; the slot is
     /// freed when their last completion arrives.
@@ -258,6 +262,7 @@ impl Core {
         }
     }
 
+    #[cfg(target_os = "linux")]
     /// Completion driver: takes the output produced since the last send, to
     /// hand it to the kernel; it counts as pending until
     /// [`flight_landed`](Self::flight_landed) says it went out.
@@ -271,6 +276,7 @@ impl Core {
         Some(output)
     }
 
+    #[cfg(target_os = "linux")]
     /// Completion driver: `n` bytes of a send went out; `done` is the
     /// send's buffer when all of it did, kept as the output buffer if that
     /// has none, so that a request answered at once allocates nothing.
@@ -291,6 +297,7 @@ impl Core {
         }
     }
 
+    #[cfg(target_os = "linux")]
     /// Completion driver: a send ended without going out (the connection
     /// is being closed): nothing of it is pending any more.
     pub(super) fn flight_lost(&mut self) {
@@ -299,6 +306,7 @@ impl Core {
         }
     }
 
+    #[cfg(target_os = "linux")]
     /// Makes sure the connection has its buffers, from `spare` if it can:
     /// a completion driver's handler writes into them.
     pub(super) fn ensure_buffers(&mut self, spare: &mut Spare) {

@@ -107,7 +107,7 @@ pub(crate) enum LoopIo {
 
 impl LoopIo {
     /// The poller, on the readiness driver.
-    fn poller(&self) -> Option<&Poller> {
+    pub(super) fn poller(&self) -> Option<&Poller> {
         match self {
             LoopIo::Readiness(poller) => Some(poller),
             #[cfg(target_os = "linux")]
@@ -202,6 +202,7 @@ impl<S: Service> Reactor<S> {
                 socket,
                 handoff,
                 ready: false,
+                #[cfg(target_os = "linux")]
                 armed: false,
             })
             .collect();
