@@ -130,7 +130,12 @@ impl<S: Service> Reactor<S> {
                     .notified
                     .store(false, Ordering::Release);
                 self.mailbox_pending = true;
-                self.arm_waker();
+                match completion.result().map_err(|e| Errno::from_io_error(&e)) {
+                    Ok(_) | Err(Some(Errno::INTR | Errno::AGAIN)) => self.arm_waker(),
+                    // Submitting it again would fail the same way, at once,
+                    // every turn: the loop would spin instead.
+                    Err(e) => warn!(loop_index = self.index, "the waker failed: {e:?}"),
+                }
             }
             Op::Cancel => {}
         }
@@ -209,6 +214,8 @@ impl<S: Service> Reactor<S> {
                 }
                 // Cancelled by a pause: submitted again when it lifts.
                 Some(Errno::CANCELED) => self.settle(key, Next::Keep),
+                // As on epoll, a lingering connection ends quietly.
+                _ if conn.core.phase == Phase::Lingering => self.close(key, CloseReason::Service),
                 _ => {
                     let reason = failure_reason("read", &e);
                     self.close(key, reason);
@@ -461,6 +468,10 @@ fn feed<H: Handler>(conn: &mut Conn<H>, event: Event<'_>, io: &mut Io<'_>) -> Ne
             call(conn, io, |conn, out, env| conn.deadline_passed(out, env)).map(drop)
         }
         Event::Received(bytes) => received(conn, bytes, io),
+        // A lingering connection's client has closed too: done.
+        Event::ReadClosed if conn.core.phase == Phase::Lingering => {
+            Err(Fate::Close(CloseReason::Service))
+        }
         Event::ReadClosed => call(conn, io, |conn, out, env| conn.read_closed(out, env)).map(drop),
         Event::Sent(n, done) => {
             conn.core.flight_landed(n, done, io.env.clock.tick());
