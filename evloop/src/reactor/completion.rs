@@ -116,6 +116,7 @@ impl<S: Service> Reactor<S> {
             self.serve_ready();
             self.fire_timers();
             self.end_turn();
+            self.publish_buffered();
         }
         Ok(())
     }
@@ -173,6 +174,7 @@ impl<S: Service> Reactor<S> {
         match completion.result() {
             Ok(0) => self.feed_completion(key, Event::ReadClosed),
             Ok(_) => {
+                let over_budget = self.over_budget();
                 let Reactor {
                     io,
                     conns,
@@ -199,8 +201,7 @@ impl<S: Service> Reactor<S> {
                         accepted_peer: None,
                     },
                     counters,
-                    over_budget: shared.buffered.load(Ordering::Relaxed)
-                        >= shared.config.max_buffered,
+                    over_budget,
                 };
                 let next = feed(conn, Event::Received(bytes), &mut io);
                 c.ring.recycle(id);
@@ -271,6 +272,7 @@ impl<S: Service> Reactor<S> {
 
     /// Feeds `event` to connection `key` and settles what it left.
     pub(super) fn feed_completion(&mut self, key: usize, event: Event<'_>) {
+        let over_budget = self.over_budget();
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -291,7 +293,7 @@ impl<S: Service> Reactor<S> {
                 accepted_peer,
             },
             counters: &mut self.counters,
-            over_budget: self.shared.buffered.load(Ordering::Relaxed) >= config.max_buffered,
+            over_budget,
         };
         let next = feed(conn, event, &mut io);
         self.settle(key, next);

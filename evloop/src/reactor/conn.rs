@@ -12,11 +12,10 @@
 //! to the kernel and must not move until the send completes.
 
 use std::os::fd::OwnedFd;
-use std::sync::atomic::Ordering;
 
 use tracing::debug;
 
-use super::{Shared, contain_panic};
+use super::contain_panic;
 use crate::Address;
 use crate::clock::{Clock, Tick};
 use crate::config::Config;
@@ -429,17 +428,17 @@ impl Core {
         }
     }
 
-    /// Brings the server's count of buffered bytes up to date, and frees
-    /// the buffers once they are empty. When the count falls back after a
-    /// peak, the memory the allocator kept is given back to the system.
+    /// Counts what the connection's buffers hold now into the loop's
+    /// `unpublished` change, and frees the buffers (to `spare`) once they
+    /// are empty.
     #[inline]
-    pub(super) fn account(&mut self, shared: &Shared, spare: &mut Spare) {
+    pub(super) fn account(&mut self, unpublished: &mut isize, spare: &mut Spare) {
         if self.buffers.is_some() {
-            self.account_buffers(shared, spare);
+            self.account_buffers(unpublished, spare);
         }
     }
 
-    fn account_buffers(&mut self, shared: &Shared, spare: &mut Spare) {
+    fn account_buffers(&mut self, unpublished: &mut isize, spare: &mut Spare) {
         let Some(b) = &mut self.buffers else {
             return;
         };
@@ -453,34 +452,18 @@ impl Core {
         if empty && let Some(b) = self.buffers.take() {
             spare.put(b);
         }
-        if held == accounted {
-            return;
-        }
-        let max = shared.config.max_buffered;
-        if held > accounted {
-            let grown = held - accounted;
-            let total = shared.buffered.fetch_add(grown, Ordering::Relaxed) + grown;
-            if total >= max / 4 && !shared.buffered_peaked.load(Ordering::Relaxed) {
-                shared.buffered_peaked.store(true, Ordering::Relaxed);
-            }
-        } else {
-            let shrunk = accounted - held;
-            let total = shared.buffered.fetch_sub(shrunk, Ordering::Relaxed) - shrunk;
-            if total <= max / 64 && shared.buffered_peaked.swap(false, Ordering::Relaxed) {
-                crate::sys::give_back_free_memory();
-            }
-        }
+        *unpublished += held as isize - accounted as isize;
     }
 
     /// Forgets the buffers of a connection being closed (accounted first).
-    pub(super) fn discard_buffers(&mut self, shared: &Shared, spare: &mut Spare) {
+    pub(super) fn discard_buffers(&mut self, unpublished: &mut isize, spare: &mut Spare) {
         if let Some(b) = &mut self.buffers {
             b.input.clear();
             b.output.clear();
             b.written = 0;
             b.in_flight = 0;
         }
-        self.account(shared, spare);
+        self.account(unpublished, spare);
     }
 }
 

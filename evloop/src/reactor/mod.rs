@@ -172,6 +172,10 @@ pub(crate) struct Reactor<S: Service> {
     scratch: Vec<u8>,
     /// Emptied connection buffers, for reuse.
     spare: Spare,
+    /// How much more (or less) this loop's connections hold than the
+    /// server's count says: published once per turn, so that bytes a
+    /// request holds for a moment cost no shared atomic.
+    unpublished: isize,
     counters: Counters,
     clock: Clock,
     accept_pause: Option<AcceptPause>,
@@ -229,6 +233,7 @@ impl<S: Service> Reactor<S> {
             read_buf: vec![0; read_buffer].into_boxed_slice(),
             scratch: Vec::new(),
             spare: Spare::default(),
+            unpublished: 0,
             counters: Counters::default(),
             clock: Clock::start(),
             accept_pause: None,
@@ -268,8 +273,38 @@ impl<S: Service> Reactor<S> {
             }
             self.serve_ready();
             self.fire_timers();
+            self.publish_buffered();
         }
         Ok(())
+    }
+
+    /// Whether the server's connections hold more than its buffer budget,
+    /// counting this loop's changes not yet published.
+    fn over_budget(&self) -> bool {
+        let published = self.shared.buffered.load(Ordering::Relaxed) as isize;
+        published + self.unpublished >= self.shared.config.max_buffered as isize
+    }
+
+    /// Adds this turn's change in buffered bytes to the server's count.
+    /// When the count falls back after a peak, the memory the allocator
+    /// kept is given back to the system.
+    fn publish_buffered(&mut self) {
+        let change = std::mem::take(&mut self.unpublished);
+        let shared = &self.shared;
+        let max = shared.config.max_buffered;
+        if change > 0 {
+            let grown = change as usize;
+            let total = shared.buffered.fetch_add(grown, Ordering::Relaxed) + grown;
+            if total >= max / 4 && !shared.buffered_peaked.load(Ordering::Relaxed) {
+                shared.buffered_peaked.store(true, Ordering::Relaxed);
+            }
+        } else if change < 0 {
+            let shrunk = change.unsigned_abs();
+            let total = shared.buffered.fetch_sub(shrunk, Ordering::Relaxed) - shrunk;
+            if total <= max / 64 && shared.buffered_peaked.swap(false, Ordering::Relaxed) {
+                crate::sys::give_back_free_memory();
+            }
+        }
     }
 
     /// Connections a completion driver accepted while no slot was free.
@@ -389,6 +424,7 @@ impl<S: Service> Reactor<S> {
         if let LoopIo::Completion(_) = self.io {
             return self.feed_completion(key, completion::Event::Step(step));
         }
+        let over_budget = self.over_budget();
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -398,7 +434,6 @@ impl<S: Service> Reactor<S> {
             Step::Deadline => (readiness::deadline_passed, None),
         };
         let config = &self.shared.config;
-        let over_budget = self.shared.buffered.load(Ordering::Relaxed) >= config.max_buffered;
         let mut io = Io {
             read_buf: &mut self.read_buf,
             scratch: &mut self.scratch,
@@ -422,7 +457,7 @@ impl<S: Service> Reactor<S> {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        conn.core.account(&self.shared, &mut self.spare);
+        conn.core.account(&mut self.unpublished, &mut self.spare);
         let flags = &mut conn.core.flags;
         if flags.has(Flags::PAUSED_BUDGET) && !flags.has(Flags::BUDGET_LISTED) {
             flags.set(Flags::BUDGET_LISTED, true);
@@ -485,7 +520,8 @@ impl<S: Service> Reactor<S> {
         if conn.core.flags.has(Flags::RETIRED) {
             return; // closed already, waiting for its completions
         }
-        conn.core.discard_buffers(&self.shared, &mut self.spare);
+        conn.core
+            .discard_buffers(&mut self.unpublished, &mut self.spare);
         contain_panic("Handler::on_close", || conn.handler.on_close(reason));
         self.counters.closed[reason.index()] += 1;
         let retired = match &mut self.io {
