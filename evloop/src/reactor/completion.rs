@@ -194,12 +194,7 @@ impl<S: Service> Reactor<S> {
                 let conn = &mut conns[key];
                 let mut io = Io {
                     spare,
-                    env: Env {
-                        clock,
-                        config: &shared.config,
-                        loop_index: *index,
-                        accepted_peer: None,
-                    },
+                    env: Env::new(clock, &shared.config, *index, None),
                     counters,
                     over_budget,
                 };
@@ -286,12 +281,7 @@ impl<S: Service> Reactor<S> {
         let config = &self.shared.config;
         let mut io = Io {
             spare: &mut self.spare,
-            env: Env {
-                clock: &self.clock,
-                config,
-                loop_index: self.index,
-                accepted_peer,
-            },
+            env: Env::new(&self.clock, config, self.index, accepted_peer),
             counters: &mut self.counters,
             over_budget,
         };

@@ -201,6 +201,22 @@ pub(super) struct Env<'a> {
     pub(super) accepted_peer: Option<&'a Address>,
 }
 
+impl<'a> Env<'a> {
+    pub(super) fn new(
+        clock: &'a Clock,
+        config: &'a Config,
+        loop_index: usize,
+        accepted_peer: Option<&'a Address>,
+    ) -> Env<'a> {
+        Env {
+            clock,
+            config,
+            loop_index,
+            accepted_peer,
+        }
+    }
+}
+
 impl Core {
     pub(super) fn new(socket: OwnedFd, generation: u32, now: Tick) -> Core {
         Core {

@@ -437,12 +437,7 @@ impl<S: Service> Reactor<S> {
         let mut io = Io {
             read_buf: &mut self.read_buf,
             scratch: &mut self.scratch,
-            env: Env {
-                clock: &self.clock,
-                config,
-                loop_index: self.index,
-                accepted_peer,
-            },
+            env: Env::new(&self.clock, config, self.index, accepted_peer),
             counters: &mut self.counters,
             over_budget,
         };
