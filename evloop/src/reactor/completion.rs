@@ -39,12 +39,21 @@ use super::conn::{Conn, Env, Fate, Flags, Phase, Spare};
 use super::{LoopIo, Next, Reactor, Step, mailbox::LoopWaker};
 use crate::Address;
 use crate::net::{self, Outcome};
-use crate::ring::{Completion, Op, Ring};
+use crate::ring::{Batch, Completion, Op, Ring};
 use crate::service::{CloseReason, Handler, Service};
 use crate::stats::Counters;
 
 /// The token of the waker's read (it is told apart by its operation).
 const WAKER_TOKEN: u32 = 0;
+/// A turn that served this many completions was busy: the next wait holds
+/// out for a batch (`BUSY_BATCH`), so that a loaded loop makes fewer,
+/// fuller turns — fewer system calls and less work per request — while a
+/// quiet one (a single client waiting for each answer) answers at once.
+const BUSY_TURN: usize = 8;
+const BUSY_BATCH: Batch = Batch {
+    want: 32,
+    min_wait: std::time::Duration::from_micros(20),
+};
 
 /// A loop's completion driver.
 pub(crate) struct Completions {
@@ -106,6 +115,7 @@ impl<S: Service> Reactor<S> {
             let timeout = self.timeout();
             let ring = &mut self.completions().ring;
             ring.submit_and_wait(&mut completions, timeout)?;
+            ring.set_batch((completions.len() >= BUSY_TURN).then_some(BUSY_BATCH));
             if ring.overflowed() {
                 self.counters.cq_overflows += 1;
             }

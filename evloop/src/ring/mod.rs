@@ -193,6 +193,18 @@ pub struct Ring {
     wake_buf: Box<u64>,
     /// Operations whose last completion has not arrived yet.
     in_flight: usize,
+    /// What a wait holds out for.
+    batch: Option<Batch>,
+}
+
+/// A wait that holds out for a batch of completions: see
+/// [`Ring::set_batch`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Batch {
+    /// Completions to wait for.
+    pub want: usize,
+    /// How long to wait for them before one is enough.
+    pub min_wait: Duration,
 }
 
 impl fmt::Debug for Ring {
@@ -247,6 +259,7 @@ impl Ring {
             sends: Slab::new(),
             wake_buf: Box::new(0),
             in_flight: 0,
+            batch: None,
         })
     }
 
@@ -269,6 +282,16 @@ impl Ring {
     /// Operations whose last completion has not arrived.
     pub fn in_flight(&self) -> usize {
         self.in_flight
+    }
+
+    /// Makes the next waits hold out for a batch: they return once
+    /// `batch.want` completions are there, or, after `batch.min_wait`, as
+    /// soon as one is (Linux 6.12, `IORING_FEAT_MIN_TIMEOUT`; ignored where
+    /// the kernel lacks it). Under load a turn then serves more completions
+    /// for its one system call, for at most `min_wait` more latency. `None`:
+    /// return as soon as one completion is there.
+    pub fn set_batch(&mut self, batch: Option<Batch>) {
+        self.batch = batch;
     }
 
     /// Whether the completion queue has overflowed since the kernel last
@@ -411,12 +434,19 @@ impl Ring {
     ) -> io::Result<()> {
         completions.clear();
         if self.uring.completion().is_empty() {
+            let (want, min_wait) = match self.batch {
+                Some(batch) if self.uring.params().is_feature_min_timeout() => {
+                    (batch.want, batch.min_wait.as_micros() as u32)
+                }
+                _ => (1, 0),
+            };
+            let args = SubmitArgs::new().min_wait_usec(min_wait);
             let submitter = self.uring.submitter();
             let waited = match timeout {
-                None => submitter.submit_and_wait(1),
+                None => submitter.submit_with_args(want, &args),
                 Some(timeout) => {
                     let ts = Timespec::from(timeout);
-                    submitter.submit_with_args(1, &SubmitArgs::new().timespec(&ts))
+                    submitter.submit_with_args(want, &args.timespec(&ts))
                 }
             };
             match waited {
@@ -428,7 +458,7 @@ impl Ring {
                     ) => {}
                 Err(e) => return Err(error::context(e, "io_uring wait")),
             }
-        } else {
+        } else if !self.uring.submission().is_empty() {
             self.uring
                 .submit()
                 .map_err(|e| error::context(e, "io_uring submit"))?;
