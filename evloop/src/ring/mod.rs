@@ -756,6 +756,11 @@ mod tests {
         }) {
             Ok(ring) => Some(ring),
             Err(e) => {
+                // CI sets this: there, io_uring must be tested, never skipped.
+                assert!(
+                    std::env::var_os("EVLOOP_REQUIRE_URING").is_none(),
+                    "io_uring unavailable: {e}"
+                );
                 eprintln!("skipped: io_uring unavailable here: {e}");
                 None
             }
