@@ -168,6 +168,11 @@ impl<S: Service> Reactor<S> {
     fn recv_done(&mut self, completion: Completion) {
         let key = completion.token() as usize;
         let Some(conn) = self.conns.get_mut(key) else {
+            // Cannot happen (a slot outlives its completions), but a buffer
+            // not given back would be lost to the ring for good.
+            if let Some((id, _)) = self.completions().ring.received(&completion) {
+                self.completions().ring.recycle(id);
+            }
             return;
         };
         if !completion.more() {

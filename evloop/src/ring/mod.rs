@@ -416,9 +416,16 @@ impl Ring {
                 }
                 // A full submission queue goes to the kernel now.
                 Err(_) => {
-                    self.uring
+                    let submitted = self
+                        .uring
                         .submit()
                         .map_err(|e| error::context(e, "io_uring submit"))?;
+                    if submitted == 0 {
+                        return Err(io::Error::new(
+                            io::ErrorKind::WouldBlock,
+                            "io_uring: the submission queue is full and the kernel took nothing",
+                        ));
+                    }
                 }
             }
         }
