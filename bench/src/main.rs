@@ -1,5 +1,6 @@
-//! `evloop-bench`: runs evloop's echo server side by side with its peers and
-//! records the figures.
+//! `evloop-bench`: runs evloop's echo server, on each of its I/O drivers
+//! (`evloop` on epoll, `evloop-uring` on io_uring), side by side with its
+//! peers and records the figures.
 //!
 //! ```text
 //! cargo run -p evloop-bench --release -- compare [--quick] [--rounds N] [--duration D]
@@ -10,9 +11,10 @@
 //! generator, over a matrix of loads in interleaved rounds; then measures
 //! idle-connection memory (`memory`), system calls per request
 //! (`syscalls`) and user-space instructions per request under valgrind's
-//! callgrind (`instructions`). Results go to `bench/results/latest.{json,md,svg}`, and the
-//! tables replace the results section of `docs/BENCHMARKS.md`, which
-//! explains the method.
+//! callgrind (`instructions`); and holds the io_uring driver's figures
+//! against its goals (PASS or MISS per goal, see [`goals`]). Results go to
+//! `bench/results/latest.{json,md,svg}`, and the tables replace the results
+//! section of `docs/BENCHMARKS.md`, which explains the method.
 //!
 //! ```text
 //! cargo run -p evloop-bench --release -- pressure [--clients N] [--evloop PATH] [--json] [-- SERVE ARGS]
@@ -27,6 +29,7 @@
 mod chart;
 mod compare;
 mod environment;
+mod goals;
 mod instructions;
 mod limits;
 mod loadgen;
@@ -49,8 +52,8 @@ use compare::{INSTRUCTIONS_DURATION, INSTRUCTIONS_DURATION_QUICK, SYSCALL_POINT,
 use loadgen::Load;
 use servers::ServerKind;
 
-/// Compares evloop's echo server with C epoll and io_uring baselines, mio and
-/// tokio.
+/// Compares evloop's echo server (epoll and io_uring drivers) with C epoll
+/// and io_uring baselines, mio and tokio.
 #[derive(Parser, Debug)]
 #[command(name = "evloop-bench")]
 struct Cli {
