@@ -69,6 +69,9 @@ pub struct Run {
     pub server_cpu_seconds: f64,
     /// Requests over the whole run (warm-up included).
     pub requests_total: u64,
+    /// The load generator's CPU time over its whole run, in seconds, if
+    /// read: where it is the limit, it is as busy as the server.
+    pub load_cpu_seconds: Option<f64>,
 }
 
 impl Run {
@@ -345,6 +348,7 @@ fn measure(
         p99_us: report.latency_us.p99,
         server_cpu_seconds: (after - before).as_secs_f64(),
         requests_total: report.requests_total,
+        load_cpu_seconds: report.cpu_seconds,
     })
 }
 
@@ -386,7 +390,7 @@ fn ratio(value: Option<f64>, base: Option<f64>) -> Option<f64> {
 }
 
 /// The middle value (the mean of the two middle ones for an even count).
-fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
+pub fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
     let mut values: Vec<f64> = values.collect();
     if values.is_empty() {
         return None;

@@ -80,6 +80,11 @@ impl ServerKind {
         }
     }
 
+    /// The server called `name` in tables, if there is one.
+    pub fn from_name(name: &str) -> Option<ServerKind> {
+        ServerKind::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+
     /// Why valgrind's callgrind cannot count this server's instructions, if
     /// it cannot.
     pub fn callgrind_unsupported(self) -> Option<&'static str> {

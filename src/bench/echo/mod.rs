@@ -50,6 +50,28 @@
 //! keep one server core busy, not more: where it is the limit, compare
 //! servers by CPU time per request (as `evloop-bench compare` does), or give
 //! the load generator more threads and cores than the server.
+//!
+//! `--io uring` lowers that ceiling's cost, not the kernel's TCP path: it
+//! makes some 0.35 system calls per request where epoll makes 2.07 (a
+//! `read` and a `write` each, plus a share of `epoll_wait`; `perf stat`, 50
+//! connections × 128 B against `epoll_echo.c`). `evloop-bench load-cost`
+//! runs the load on each driver against the same server, in interleaved
+//! rounds; three rounds of 2 s each, medians, same machine, 2026-11-29
+//! (shared with other work: rounds of one setting differed by up to 40 %):
+//!
+//! | server        | load        | load CPU per request, epoll → uring | requests/s, uring / epoll |
+//! |---------------|-------------|-------------------------------------|---------------------------|
+//! | C epoll       | 50 × 128 B  | 5.52 → 5.12 µs (0.93×)              | 1.07×                     |
+//! | C epoll       | 500 × 128 B | 6.75 → 6.22 µs (0.92×)              | 1.03×                     |
+//! | C io_uring    | 50 × 128 B  | 5.51 → 5.12 µs (0.93×)              | 0.94×                     |
+//! | C io_uring    | 500 × 128 B | 5.70 → 4.70 µs (0.82×)              | 1.19×                     |
+//! | evloop, uring | 50 × 128 B  | 5.35 → 4.34 µs (0.81×)              | 1.03×                     |
+//! | evloop, uring | 500 × 128 B | 6.30 → 5.17 µs (0.82×)              | 1.18×                     |
+//!
+//! So one load core goes 7–23 % further on io_uring. The server's CPU per
+//! request moves with it (0.82–1.08× here: the batches it gets change
+//! shape), so servers are compared under one and the same load generator,
+//! as `compare` does (on epoll).
 
 mod conn;
 mod epoll;
