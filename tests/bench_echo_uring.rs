@@ -1,6 +1,7 @@
 //! `evloop bench echo --io uring`: the load generator on io_uring, against
 //! `evloop serve echo --io epoll` over TCP and a Unix socket, and against
 //! in-test servers that corrupt the echo or close the connection.
+#![cfg(target_os = "linux")]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener};
