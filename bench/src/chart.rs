@@ -8,10 +8,11 @@ use crate::compare::{PointResult, Results, ServerSummary};
 const WIDTH: u32 = 1000;
 const HEIGHT: u32 = 760;
 /// One colour per server, in [`crate::servers::ServerKind::ALL`] order.
-const COLOURS: [RGBColor; 7] = [
+const COLOURS: [RGBColor; 8] = [
     RGBColor(90, 90, 90),
     RGBColor(214, 39, 40),
     RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
     RGBColor(160, 160, 160),
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),

@@ -1,6 +1,8 @@
 //! `compare`: every server under the same loads, rounds interleaved, medians
-//! and ratios to the C baseline; then idle memory and cost per request
-//! (system calls, and instructions under callgrind).
+//! and ratios to the C baselines (epoll, and io_uring for the completion
+//! drivers); then idle memory and cost per request (system calls, and
+//! instructions under callgrind); then the io_uring driver's goals held
+//! against those figures ([`goals`]).
 
 use std::collections::HashMap;
 use std::fs;
@@ -10,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::environment::Environment;
+use crate::goals::{self, Goal};
 use crate::instructions::{self, InstructionCounts};
 use crate::limits::raise_file_limit;
 use crate::loadgen::{self, Load};
@@ -66,6 +69,9 @@ pub struct Run {
     pub server_cpu_seconds: f64,
     /// Requests over the whole run (warm-up included).
     pub requests_total: u64,
+    /// The load generator's CPU time over its whole run, in seconds, if
+    /// read: where it is the limit, it is as busy as the server.
+    pub load_cpu_seconds: Option<f64>,
 }
 
 impl Run {
@@ -96,6 +102,10 @@ pub struct ServerSummary {
     pub requests_per_sec_vs_baseline: Option<f64>,
     /// Median CPU per request over the baseline's.
     pub cpu_per_request_vs_baseline: Option<f64>,
+    /// Median requests/s over the io_uring baseline's (c-uring).
+    pub requests_per_sec_vs_uring_baseline: Option<f64>,
+    /// Median CPU per request over the io_uring baseline's (c-uring).
+    pub cpu_per_request_vs_uring_baseline: Option<f64>,
 }
 
 /// All servers at one load.
@@ -118,6 +128,9 @@ pub struct Results {
     pub settings: Settings,
     /// The server ratios are taken against.
     pub baseline: &'static str,
+    /// The second reference, for the io_uring servers (ratios beside the
+    /// baseline's).
+    pub uring_baseline: &'static str,
     /// Throughput, latency and CPU per load.
     pub throughput: Vec<PointResult>,
     /// Idle connection memory, if run.
@@ -131,6 +144,8 @@ pub struct Results {
     /// The io_uring setup flags c-uring got from this kernel (as it printed
     /// them at start), if it ran.
     pub c_uring_setup: Option<String>,
+    /// The io_uring driver's goals, each met, missed or not measured.
+    pub goals: Vec<Goal>,
 }
 
 /// Runs the comparison and writes its results; returns where they went.
@@ -197,9 +212,10 @@ pub fn run(settings: Settings, command: String) -> Result<PathBuf, String> {
         "instruction runs took {:.0} s",
         phase.elapsed().as_secs_f64()
     );
-    let results = Results {
+    let mut results = Results {
         environment,
         baseline: ServerKind::BASELINE.name(),
+        uring_baseline: ServerKind::URING_BASELINE.name(),
         settings,
         throughput,
         memory,
@@ -207,7 +223,9 @@ pub fn run(settings: Settings, command: String) -> Result<PathBuf, String> {
         syscalls,
         instructions,
         c_uring_setup,
+        goals: Vec::new(),
     };
+    results.goals = goals::assess(&results);
     write_results(&results)
 }
 
@@ -234,6 +252,8 @@ fn throughput(settings: &Settings, binaries: &Binaries) -> (Vec<PointResult>, Op
                     cpu_us_per_request: None,
                     requests_per_sec_vs_baseline: None,
                     cpu_per_request_vs_baseline: None,
+                    requests_per_sec_vs_uring_baseline: None,
+                    cpu_per_request_vs_uring_baseline: None,
                 })
                 .collect(),
         })
@@ -328,10 +348,11 @@ fn measure(
         p99_us: report.latency_us.p99,
         server_cpu_seconds: (after - before).as_secs_f64(),
         requests_total: report.requests_total,
+        load_cpu_seconds: report.cpu_seconds,
     })
 }
 
-/// Fills in the medians and the ratios to the baseline.
+/// Fills in the medians and the ratios to both baselines.
 fn summarize(point: &mut PointResult) {
     for summary in &mut point.servers {
         let runs = &summary.runs;
@@ -344,17 +365,20 @@ fn summarize(point: &mut PointResult) {
         summary.p99_us = median(runs.iter().map(|r| r.p99_us));
         summary.cpu_us_per_request = median(runs.iter().map(Run::cpu_us_per_request));
     }
-    let baseline = point
-        .servers
-        .iter()
-        .find(|s| s.server == ServerKind::BASELINE.name())
-        .map(|s| (s.requests_per_sec, s.cpu_us_per_request));
-    let Some((base_rps, base_cpu)) = baseline else {
-        return;
+    let medians = |kind: ServerKind| {
+        point
+            .servers
+            .iter()
+            .find(|s| s.server == kind.name())
+            .map_or((None, None), |s| (s.requests_per_sec, s.cpu_us_per_request))
     };
+    let (base_rps, base_cpu) = medians(ServerKind::BASELINE);
+    let (uring_rps, uring_cpu) = medians(ServerKind::URING_BASELINE);
     for summary in &mut point.servers {
         summary.requests_per_sec_vs_baseline = ratio(summary.requests_per_sec, base_rps);
         summary.cpu_per_request_vs_baseline = ratio(summary.cpu_us_per_request, base_cpu);
+        summary.requests_per_sec_vs_uring_baseline = ratio(summary.requests_per_sec, uring_rps);
+        summary.cpu_per_request_vs_uring_baseline = ratio(summary.cpu_us_per_request, uring_cpu);
     }
 }
 
@@ -366,7 +390,7 @@ fn ratio(value: Option<f64>, base: Option<f64>) -> Option<f64> {
 }
 
 /// The middle value (the mean of the two middle ones for an even count).
-fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
+pub fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
     let mut values: Vec<f64> = values.collect();
     if values.is_empty() {
         return None;
@@ -401,7 +425,11 @@ fn write_results(results: &Results) -> Result<PathBuf, String> {
     if !results.settings.quick {
         splice_into_docs(&markdown::render(results, "../bench/results/latest.svg"))?;
     }
-    print!("{}", markdown::render_throughput(results));
+    print!(
+        "{}\n{}",
+        markdown::render_throughput(results),
+        markdown::render_goals(results)
+    );
     Ok(dir.join(format!("{name}.md")))
 }
 

@@ -1,4 +1,6 @@
-//! The load generator: `evloop bench echo --json`, pinned to its own CPU.
+//! The load generator: `evloop bench echo --json`, pinned to its own CPU,
+//! on epoll (every comparison) or io_uring (`load-cost`), with the CPU time
+//! it used.
 
 use std::io::Read;
 use std::path::Path;
@@ -6,9 +8,10 @@ use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use rustix::process::{Pid, WaitId, WaitIdOptions, waitid};
 use serde::Deserialize;
 
-use crate::servers::{LOAD_CPU, pinned};
+use crate::servers::{LOAD_CPU, cpu_time, pinned};
 
 /// How much longer than its nominal time a load run may take (connecting,
 /// starting, a loaded machine) before it is killed.
@@ -46,6 +49,15 @@ pub struct LoadReport {
     pub mismatches: u64,
     /// No error of any kind.
     pub passed: bool,
+    /// User plus system CPU time the load generator used over its whole
+    /// run (connecting and warm-up included), in seconds; `None` if it
+    /// could not be read. Not part of its JSON: read from `/proc` as it
+    /// exits.
+    #[serde(skip)]
+    pub cpu_seconds: Option<f64>,
+    /// How long the load generator ran, start to exit, in seconds.
+    #[serde(skip)]
+    pub wall_seconds: f64,
 }
 
 /// Latency percentiles in microseconds (the one the harness uses).
@@ -55,9 +67,15 @@ pub struct Latency {
     pub p99: f64,
 }
 
-/// Runs `evloop` (at `evloop`) against `127.0.0.1:port` and returns its
-/// report, or why there is none.
+/// Runs `evloop` (at `evloop`) against `127.0.0.1:port` on epoll and
+/// returns its report, or why there is none.
 pub fn run(evloop: &Path, port: u16, load: Load) -> Result<LoadReport, String> {
+    run_on(evloop, port, load, "epoll")
+}
+
+/// Like [`run`], with the load generator's `--io DRIVER` (`epoll` or
+/// `uring`).
+pub fn run_on(evloop: &Path, port: u16, load: Load, io: &str) -> Result<LoadReport, String> {
     let command_line = [
         evloop.display().to_string(),
         "bench".into(),
@@ -72,6 +90,8 @@ pub fn run(evloop: &Path, port: u16, load: Load) -> Result<LoadReport, String> {
         format!("{}ms", load.warmup.as_millis()),
         "--duration".into(),
         format!("{}ms", load.duration.as_millis()),
+        "--io".into(),
+        io.into(),
         "--json".into(),
     ];
     let mut child = pinned(LOAD_CPU, &command_line)
@@ -83,17 +103,26 @@ pub fn run(evloop: &Path, port: u16, load: Load) -> Result<LoadReport, String> {
     let limit = load.warmup + load.duration + OVERRUN;
     let started = Instant::now();
     // The load generator stops by itself; polling only enforces the bound.
+    // It is left a zombie (WNOWAIT) until its CPU time is read: taskset
+    // execs it, so the child's PID is the load generator's.
+    let pid = Pid::from_child(&child);
     loop {
-        match child.try_wait() {
+        let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+        match waitid(WaitId::Pid(pid), options) {
             Ok(Some(_)) => break,
             Ok(None) if started.elapsed() > limit => {
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(format!("the load generator ran longer than {limit:?}"));
             }
-            Ok(None) => thread::sleep(Duration::from_millis(20)),
+            Ok(None) => thread::sleep(Duration::from_millis(5)),
             Err(e) => return Err(format!("waiting for the load generator: {e}")),
         }
+    }
+    let wall_seconds = started.elapsed().as_secs_f64();
+    let cpu_seconds = cpu_time(child.id()).ok().map(|d| d.as_secs_f64());
+    if let Err(e) = child.wait() {
+        return Err(format!("waiting for the load generator: {e}"));
     }
     let mut stdout = String::new();
     let mut stderr = String::new();
@@ -103,12 +132,14 @@ pub fn run(evloop: &Path, port: u16, load: Load) -> Result<LoadReport, String> {
     if let Some(mut err) = child.stderr.take() {
         let _ = err.read_to_string(&mut stderr);
     }
-    let report: LoadReport = serde_json::from_str(stdout.trim()).map_err(|e| {
+    let mut report: LoadReport = serde_json::from_str(stdout.trim()).map_err(|e| {
         format!(
             "no report from the load generator ({e}): {}",
             stderr.lines().next().unwrap_or("")
         )
     })?;
+    report.cpu_seconds = cpu_seconds;
+    report.wall_seconds = wall_seconds;
     if report.passed {
         Ok(report)
     } else {

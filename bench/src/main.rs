@@ -1,5 +1,6 @@
-//! `evloop-bench`: runs evloop's echo server side by side with its peers and
-//! records the figures.
+//! `evloop-bench`: runs evloop's echo server, on each of its I/O drivers
+//! (`evloop` on epoll, `evloop-uring` on io_uring), side by side with its
+//! peers and records the figures.
 //!
 //! ```text
 //! cargo run -p evloop-bench --release -- compare [--quick] [--rounds N] [--duration D]
@@ -10,9 +11,10 @@
 //! generator, over a matrix of loads in interleaved rounds; then measures
 //! idle-connection memory (`memory`), system calls per request
 //! (`syscalls`) and user-space instructions per request under valgrind's
-//! callgrind (`instructions`). Results go to `bench/results/latest.{json,md,svg}`, and the
-//! tables replace the results section of `docs/BENCHMARKS.md`, which
-//! explains the method.
+//! callgrind (`instructions`); and holds the io_uring driver's figures
+//! against its goals (PASS or MISS per goal, see [`goals`]). Results go to
+//! `bench/results/latest.{json,md,svg}`, and the tables replace the results
+//! section of `docs/BENCHMARKS.md`, which explains the method.
 //!
 //! ```text
 //! cargo run -p evloop-bench --release -- pressure [--clients N] [--evloop PATH] [--json] [-- SERVE ARGS]
@@ -21,14 +23,24 @@
 //! measures `evloop serve echo` alone under backpressure: thousands of
 //! clients that write and never read (see [`pressure`]).
 //!
+//! ```text
+//! cargo run -p evloop-bench --release -- load-cost [--server c-epoll] [--loads 50x128,500x128] [--rounds N] [--json]
+//! ```
+//!
+//! measures the load generator itself: `evloop bench echo --io epoll` and
+//! `--io uring` in turn against the same server, its CPU per request and how
+//! busy its core is (see [`load_cost`]).
+//!
 //! The mio and tokio peers are subcommands of this program, so the harness
 //! starts itself as those servers.
 
 mod chart;
 mod compare;
 mod environment;
+mod goals;
 mod instructions;
 mod limits;
+mod load_cost;
 mod loadgen;
 mod markdown;
 mod memory;
@@ -49,8 +61,8 @@ use compare::{INSTRUCTIONS_DURATION, INSTRUCTIONS_DURATION_QUICK, SYSCALL_POINT,
 use loadgen::Load;
 use servers::ServerKind;
 
-/// Compares evloop's echo server with C epoll and io_uring baselines, mio and
-/// tokio.
+/// Compares evloop's echo server (epoll and io_uring drivers) with C epoll
+/// and io_uring baselines, mio and tokio.
 #[derive(Parser, Debug)]
 #[command(name = "evloop-bench")]
 struct Cli {
@@ -124,6 +136,31 @@ enum Command {
         /// (e.g. `-- --max-buffered 16MiB`).
         #[arg(last = true, value_name = "SERVE ARGS")]
         serve_args: Vec<String>,
+    },
+    /// The load generator's own cost on each of its drivers: `evloop bench
+    /// echo --io epoll` and `--io uring` in turn against the same server,
+    /// interleaved rounds; requests/s, load CPU per request, load core busy,
+    /// server CPU per request.
+    LoadCost {
+        /// The server loaded: a name from the comparison (c-epoll, evloop,
+        /// c-uring, evloop-uring, …).
+        #[arg(long, default_value = "c-epoll")]
+        server: String,
+        /// Loads as CONNECTIONSxBYTES, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "50x128,500x128", value_parser = load_cost::parse_load)]
+        loads: Vec<(u32, u32)>,
+        /// Rounds over loads and drivers.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+        rounds: u32,
+        /// Measured time per run.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Warm-up before each measured run.
+        #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+        warmup: Duration,
+        /// Print the report as JSON on stdout (the table goes to stderr).
+        #[arg(long)]
+        json: bool,
     },
     /// Serve echo on 127.0.0.1:PORT with mio (used by compare).
     ServeMio {
@@ -219,6 +256,35 @@ fn main() -> ExitCode {
             };
             print_json(&instructions::run(&ServerKind::ALL, &binaries, load))
         }
+        Command::LoadCost {
+            server,
+            loads,
+            rounds,
+            duration,
+            warmup,
+            json,
+        } => ServerKind::from_name(&server)
+            .ok_or_else(|| format!("--server {server}: no such server"))
+            .and_then(|server| {
+                let settings = load_cost::Settings {
+                    server,
+                    loads,
+                    rounds: rounds as usize,
+                    warmup,
+                    duration,
+                };
+                load_cost::run(&settings, &prepare::build_all(true))
+            })
+            .and_then(|report| {
+                let table = load_cost::render(&report);
+                if json {
+                    eprint!("{table}");
+                    print_json(&report)
+                } else {
+                    print!("{table}");
+                    Ok(())
+                }
+            }),
         Command::Pressure {
             clients,
             evloop,

@@ -4,9 +4,11 @@
 use std::fmt::Write as _;
 
 use crate::compare::{Results, SYSCALL_POINT};
+use crate::goals;
 use crate::servers::ServerKind;
 
-/// The whole report: environment, throughput, memory, cost per request.
+/// The whole report: environment, throughput, memory, cost per request,
+/// the io_uring driver's goals.
 pub fn render(results: &Results, svg_name: &str) -> String {
     let env = &results.environment;
     let settings = &results.settings;
@@ -43,18 +45,21 @@ pub fn render(results: &Results, svg_name: &str) -> String {
     let _ = writeln!(out, "\n![requests/s and CPU per request]({svg_name})\n");
     render_memory(results, &mut out);
     render_syscalls(results, &mut out);
+    out.push('\n');
+    out.push_str(&render_goals(results));
     out
 }
 
-/// The throughput table, one block of rows per load.
+/// The throughput table, one block of rows per load, with every server's
+/// ratios to the C epoll baseline and to the C io_uring one.
 pub fn render_throughput(results: &Results) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| load | server | requests/s | spread | p99 latency | server CPU per request | requests/s vs {0} | CPU per request vs {0} |",
-        results.baseline
+        "| load | server | requests/s | spread | p99 latency | server CPU per request | requests/s vs {0} | CPU per request vs {0} | requests/s vs {1} | CPU per request vs {1} |",
+        results.baseline, results.uring_baseline
     );
-    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     let mut problems = Vec::new();
     for point in &results.throughput {
         let load = format!(
@@ -64,9 +69,10 @@ pub fn render_throughput(results: &Results) -> String {
             point.size
         );
         for s in &point.servers {
+            let ratio = |v: Option<f64>| v.map_or("—".into(), |v| format!("{v:.2}"));
             let _ = writeln!(
                 out,
-                "| {load} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {load} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 s.server,
                 s.requests_per_sec
                     .map_or("—".into(), |v| thousands(v.round() as u64)),
@@ -75,10 +81,10 @@ pub fn render_throughput(results: &Results) -> String {
                 s.p99_us.map_or("—".into(), |v| format!("{v:.0} µs")),
                 s.cpu_us_per_request
                     .map_or("—".into(), |v| format!("{v:.2} µs")),
-                s.requests_per_sec_vs_baseline
-                    .map_or("—".into(), |v| format!("{v:.2}")),
-                s.cpu_per_request_vs_baseline
-                    .map_or("—".into(), |v| format!("{v:.2}")),
+                ratio(s.requests_per_sec_vs_baseline),
+                ratio(s.cpu_per_request_vs_baseline),
+                ratio(s.requests_per_sec_vs_uring_baseline),
+                ratio(s.cpu_per_request_vs_uring_baseline),
             );
             for error in &s.errors {
                 problems.push(format!("{load}, {}: {error}", s.server));
@@ -279,6 +285,29 @@ fn render_syscalls(results: &Results, out: &mut String) {
     }
 }
 
+/// The io_uring driver's goals ([`crate::goals`]): one row each, with the
+/// figure measured and PASS, MISS or "not measured".
+pub fn render_goals(results: &Results) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "### Goals of the io_uring driver ({})\n",
+        goals::SUBJECT.name()
+    );
+    out.push_str("| figure | measured | goal | |\n|---|---:|---|---|\n");
+    for goal in &results.goals {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            goal.figure,
+            goal.measured.as_deref().unwrap_or("—"),
+            goal.target,
+            goal.verdict()
+        );
+    }
+    out
+}
+
 /// `1234567` → `1,234,567`.
 fn thousands(n: u64) -> String {
     let digits = n.to_string();
@@ -332,12 +361,14 @@ mod tests {
                 quick: true,
             },
             baseline: "c-epoll",
+            uring_baseline: "c-uring",
             throughput: vec![],
             memory: None,
             counters: None,
             syscalls: None,
             instructions: Some(instructions),
             c_uring_setup: None,
+            goals: vec![],
         }
     }
 
@@ -384,6 +415,33 @@ mod tests {
             out.contains("| c-epoll | unavailable (valgrind not installed) |"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn goals_read_as_a_table() {
+        let mut results = results_with(counts("unavailable (valgrind not installed)", vec![]));
+        results.goals = vec![crate::goals::Goal {
+            figure: "requests/s vs c-uring, 500 × 128 B".to_string(),
+            measured: Some("1.040×".to_string()),
+            target: "≥ 1.00×".to_string(),
+            met: Some(true),
+        }];
+        let out = render_goals(&results);
+        assert!(
+            out.contains("### Goals of the io_uring driver (evloop-uring)"),
+            "{out}"
+        );
+        assert!(
+            out.contains("| requests/s vs c-uring, 500 × 128 B | 1.040× | ≥ 1.00× | PASS |"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn throughput_has_ratios_to_both_baselines() {
+        let results = results_with(counts("unavailable (valgrind not installed)", vec![]));
+        let out = render_throughput(&results);
+        assert!(out.contains("| CPU per request vs c-epoll | requests/s vs c-uring | CPU per request vs c-uring |"), "{out}");
     }
 
     #[test]

@@ -24,8 +24,12 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// A server in the comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ServerKind {
-    /// `evloop serve echo --threads 1`.
+    /// `evloop serve echo --threads 1 --io epoll`: the readiness driver,
+    /// named explicitly (the default, `auto`, would pick io_uring where the
+    /// kernel has it).
     Evloop,
+    /// `evloop serve echo --threads 1 --io uring`: the completion driver.
+    EvloopUring,
     /// `bench/c/epoll_echo.c`: batched `epoll_wait`, the baseline.
     CEpoll,
     /// `bench/c/uring_echo.c`: io_uring with multishot accept and receive
@@ -44,10 +48,11 @@ pub enum ServerKind {
 
 impl ServerKind {
     /// Every server, in the order runs interleave and tables list them.
-    pub const ALL: [ServerKind; 7] = [
+    pub const ALL: [ServerKind; 8] = [
         ServerKind::CEpoll,
         ServerKind::Evloop,
         ServerKind::CUring,
+        ServerKind::EvloopUring,
         ServerKind::COneEvent,
         ServerKind::Mio,
         ServerKind::TokioCurrentThread,
@@ -57,10 +62,15 @@ impl ServerKind {
     /// The server every ratio is taken against.
     pub const BASELINE: ServerKind = ServerKind::CEpoll;
 
+    /// The second reference, for the completion drivers: tables show every
+    /// server's ratios to it beside those to [`ServerKind::BASELINE`].
+    pub const URING_BASELINE: ServerKind = ServerKind::CUring;
+
     /// The name in tables, charts and JSON.
     pub fn name(self) -> &'static str {
         match self {
             ServerKind::Evloop => "evloop",
+            ServerKind::EvloopUring => "evloop-uring",
             ServerKind::CEpoll => "c-epoll",
             ServerKind::CUring => "c-uring",
             ServerKind::COneEvent => "c-epoll-1-event",
@@ -70,6 +80,11 @@ impl ServerKind {
         }
     }
 
+    /// The server called `name` in tables, if there is one.
+    pub fn from_name(name: &str) -> Option<ServerKind> {
+        ServerKind::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+
     /// Why valgrind's callgrind cannot count this server's instructions, if
     /// it cannot.
     pub fn callgrind_unsupported(self) -> Option<&'static str> {
@@ -77,7 +92,10 @@ impl ServerKind {
             // Seen with valgrind 3.19: signals stay pending while
             // io_uring_enter waits, even across completions, so SIGTERM and
             // SIGINT never end the server and callgrind never writes.
-            ServerKind::CUring => Some(
+            // The same with evloop's completion driver (valgrind 3.19, Linux
+            // 6.18): it serves under callgrind, but neither SIGTERM nor
+            // SIGINT reaches it while its loop waits in io_uring_enter.
+            ServerKind::CUring | ServerKind::EvloopUring => Some(
                 "unavailable (valgrind does not support io_uring: signals stay pending \
                  while io_uring_enter waits, so the server never stops and callgrind \
                  writes no counts)",
@@ -96,7 +114,7 @@ impl ServerKind {
                 .map_err(Clone::clone)
         };
         Ok(match self {
-            ServerKind::Evloop => vec![
+            ServerKind::Evloop | ServerKind::EvloopUring => vec![
                 program(&binaries.evloop)?,
                 "serve".into(),
                 "echo".into(),
@@ -104,6 +122,13 @@ impl ServerKind {
                 format!("127.0.0.1:{port}"),
                 "--threads".into(),
                 "1".into(),
+                "--io".into(),
+                if self == ServerKind::Evloop {
+                    "epoll"
+                } else {
+                    "uring"
+                }
+                .into(),
             ],
             ServerKind::CEpoll => vec![program(&binaries.c_epoll)?, port],
             ServerKind::CUring => vec![program(&binaries.c_uring)?, port],

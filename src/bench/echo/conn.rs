@@ -1,10 +1,8 @@
-//! One load-generating connection: keeps `pipeline` messages in flight and
-//! checks every byte that comes back.
+//! One load-generating connection's bookkeeping, shared by both drivers:
+//! keeps `pipeline` messages in flight and checks every byte that comes
+//! back.
 
-use std::io::{self, Read, Write};
 use std::time::Instant;
-
-use socket2::Socket;
 
 use super::payload::Payload;
 
@@ -30,13 +28,18 @@ pub trait Completions {
     fn complete(&mut self, sent_at: Instant, now: Instant, mismatch: Option<Mismatch>);
 }
 
-/// The state of one connection. Messages are numbered from 0; all have the
-/// payload's size. The counters keep `received <= written <= queued`, where
-/// `written` counts messages whose every byte went out.
+/// The bookkeeping of one connection, whatever moves its bytes: which
+/// messages are queued, sent and echoed, when each was queued, and the
+/// check of every echoed byte. It makes no system call; the driver
+/// (`epoll.rs`, `uring.rs`) sends what [`gather`](Conn::gather) yields,
+/// reports what went out with [`sent`](Conn::sent), and hands what came
+/// back to [`check`](Conn::check).
+///
+/// Messages are numbered from 0; all have the payload's size. The counters
+/// keep `written <= queued`, where `written` counts messages whose every
+/// byte went out, and `received <= queued`.
 #[derive(Debug)]
 pub struct Conn {
-    /// A TCP or Unix stream socket.
-    stream: Socket,
     id: u64,
     /// Messages handed to the connection (their send time is recorded).
     queued: u64,
@@ -50,16 +53,13 @@ pub struct Conn {
     mismatch: Option<Mismatch>,
     /// When each message in flight was queued, indexed by `message % pipeline`.
     sent_at: Box<[Instant]>,
-    /// The last write returned `WouldBlock`: wait for a writable event.
-    write_blocked: bool,
 }
 
 impl Conn {
-    /// Wraps a connected, non-blocking stream numbered `id`, which will keep
-    /// up to `pipeline` messages in flight.
-    pub fn new(stream: Socket, id: u64, pipeline: usize, now: Instant) -> Conn {
+    /// The connection numbered `id`, which will keep up to `pipeline`
+    /// messages in flight.
+    pub fn new(id: u64, pipeline: usize, now: Instant) -> Conn {
         Conn {
-            stream,
             id,
             queued: 0,
             written: 0,
@@ -68,7 +68,6 @@ impl Conn {
             read_offset: 0,
             mismatch: None,
             sent_at: vec![now; pipeline].into_boxed_slice(),
-            write_blocked: false,
         }
     }
 
@@ -81,84 +80,45 @@ impl Conn {
         }
     }
 
-    /// A writable event: the socket has room again.
-    pub fn writable(&mut self) {
-        self.write_blocked = false;
+    /// Whether queued bytes wait to be sent.
+    pub fn has_unsent(&self) -> bool {
+        self.written < self.queued
     }
 
-    /// Writes queued bytes until all are out or the socket is full. `scratch`
-    /// gathers several pipelined messages into one `write`.
-    pub fn flush(&mut self, payload: &Payload, scratch: &mut [u8]) -> io::Result<()> {
-        let size = payload.size();
-        while !self.write_blocked && self.written < self.queued {
-            let mut len = 0;
-            let mut index = self.written;
-            let mut offset = self.write_offset;
-            while index < self.queued && len < scratch.len() {
-                let message = &payload.message(self.id, index)[offset..];
-                let n = message.len().min(scratch.len() - len);
-                scratch[len..len + n].copy_from_slice(&message[..n]);
-                len += n;
-                index += 1;
-                offset = 0;
-            }
-            match self.stream.write(&scratch[..len]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    let done = self.write_offset + n;
-                    self.written += (done / size) as u64;
-                    self.write_offset = done % size;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.write_blocked = true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+    /// Appends the queued bytes not sent yet to `out`, in order, until
+    /// `out` holds `limit` bytes: several pipelined messages go out in one
+    /// send.
+    pub fn gather(&self, payload: &Payload, out: &mut Vec<u8>, limit: usize) {
+        let mut index = self.written;
+        let mut offset = self.write_offset;
+        while index < self.queued && out.len() < limit {
+            let message = &payload.message(self.id, index)[offset..];
+            let n = message.len().min(limit - out.len());
+            out.extend_from_slice(&message[..n]);
+            index += 1;
+            offset = 0;
         }
-        Ok(())
     }
 
-    /// Reads and checks echoed bytes until the socket is drained or every
-    /// byte written so far is back, reporting each completed message.
-    ///
-    /// Reading never asks for more than is outstanding: a correct server has
-    /// nothing else to send, and stopping there spares the `read` that would
-    /// only return `WouldBlock` (the next echo raises a new edge). Bytes a
-    /// broken server adds are read with the next echo and show up as a
-    /// mismatch.
-    pub fn read(
-        &mut self,
-        payload: &Payload,
-        buffer: &mut [u8],
-        completions: &mut impl Completions,
-    ) -> io::Result<()> {
+    /// `n` bytes of those [`gather`](Self::gather) yielded went out.
+    pub fn sent(&mut self, payload: &Payload, n: usize) {
+        let done = self.write_offset + n;
+        self.written += (done / payload.size()) as u64;
+        self.write_offset = done % payload.size();
+    }
+
+    /// Bytes sent and not echoed yet: what a correct server still owes.
+    pub fn outstanding(&self, payload: &Payload) -> u64 {
         let size = payload.size() as u64;
-        loop {
-            let written_bytes = self.written * size + self.write_offset as u64;
-            let received_bytes = self.received * size + self.read_offset as u64;
-            let outstanding = written_bytes - received_bytes;
-            if outstanding == 0 {
-                return Ok(());
-            }
-            let want = buffer
-                .len()
-                .min(outstanding.try_into().unwrap_or(usize::MAX));
-            match self.stream.read(&mut buffer[..want]) {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the server closed the connection",
-                    ));
-                }
-                Ok(n) => self.check(payload, &buffer[..n], Instant::now(), completions),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let written = self.written * size + self.write_offset as u64;
+        let received = self.received * size + self.read_offset as u64;
+        written.saturating_sub(received)
     }
 
-    /// Compares received bytes with what was sent, message by message.
-    fn check(
+    /// Compares echoed bytes, received at `now`, with what was sent,
+    /// message by message; reports each completed message and queues its
+    /// successor (stamped `now`, sent by the driver's next send).
+    pub fn check(
         &mut self,
         payload: &Payload,
         mut bytes: &[u8],
@@ -186,7 +146,7 @@ impl Conn {
                 self.received += 1;
                 self.read_offset = 0;
                 // A slot is free: its successor is stamped with the same clock
-                // reading and goes out with the next flush.
+                // reading and goes out with the next send.
                 self.top_up(now);
             }
         }
@@ -198,15 +158,14 @@ impl Conn {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::net::{TcpListener, TcpStream};
-
+pub(super) mod tests {
     use super::*;
 
+    /// Completions counted, and their mismatches.
     #[derive(Default)]
-    struct Recorded {
-        complete: usize,
-        mismatches: Vec<Mismatch>,
+    pub struct Recorded {
+        pub complete: usize,
+        pub mismatches: Vec<Mismatch>,
     }
 
     impl Completions for Recorded {
@@ -216,52 +175,45 @@ mod tests {
         }
     }
 
-    /// A connection with `pipeline` messages written, and the server's end.
-    fn written_conn(payload: &Payload, pipeline: usize) -> (Conn, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().unwrap();
-        let mut conn = Conn::new(client.into(), 7, pipeline, Instant::now());
+    /// A connection with `pipeline` messages queued and sent, and the bytes
+    /// that went out.
+    fn sent_conn(payload: &Payload, pipeline: usize) -> (Conn, Vec<u8>) {
+        let mut conn = Conn::new(7, pipeline, Instant::now());
         conn.top_up(Instant::now());
-        let mut scratch = vec![0; 64 * 1024];
-        conn.flush(payload, &mut scratch).unwrap();
+        let mut out = Vec::new();
+        conn.gather(payload, &mut out, usize::MAX);
+        conn.sent(payload, out.len());
         assert_eq!(conn.written, pipeline as u64);
-        (conn, server)
+        assert!(!conn.has_unsent());
+        (conn, out)
     }
 
     #[test]
     fn a_faithful_echo_completes_every_message() {
         let payload = Payload::new(100);
-        let (mut conn, mut server) = written_conn(&payload, 3);
-        let mut echoed = vec![0; 300];
-        server.read_exact(&mut echoed).unwrap();
-        // Echo in odd-sized pieces so messages straddle reads.
-        for piece in echoed.chunks(70) {
-            server.write_all(piece).unwrap();
-        }
+        let (mut conn, echoed) = sent_conn(&payload, 3);
+        assert_eq!(echoed.len(), 300);
         let mut recorded = Recorded::default();
-        let mut buffer = vec![0; 64];
-        while recorded.complete < 3 {
-            conn.read(&payload, &mut buffer, &mut recorded).unwrap();
+        // Echo in odd-sized pieces so messages straddle them.
+        for piece in echoed.chunks(70) {
+            conn.check(&payload, piece, Instant::now(), &mut recorded);
         }
+        assert_eq!(recorded.complete, 3);
         assert!(recorded.mismatches.is_empty());
         assert_eq!(conn.queued, 6, "each completion queues a successor");
+        assert_eq!(conn.outstanding(&payload), 0);
+        assert!(conn.has_unsent());
     }
 
     #[test]
     fn a_flipped_byte_is_a_mismatch_of_that_message_only() {
         let payload = Payload::new(100);
-        let (mut conn, mut server) = written_conn(&payload, 2);
-        let mut echoed = vec![0; 200];
-        server.read_exact(&mut echoed).unwrap();
+        let (mut conn, mut echoed) = sent_conn(&payload, 2);
         echoed[150] ^= 0x20;
-        server.write_all(&echoed).unwrap();
         let mut recorded = Recorded::default();
-        let mut buffer = vec![0; 1024];
-        while recorded.complete < 2 {
-            conn.read(&payload, &mut buffer, &mut recorded).unwrap();
-        }
+        conn.check(&payload, &echoed, Instant::now(), &mut recorded);
         let expected = payload.message(7, 1)[50];
+        assert_eq!(recorded.complete, 2);
         assert_eq!(
             recorded.mismatches,
             [Mismatch {
@@ -275,13 +227,21 @@ mod tests {
     }
 
     #[test]
-    fn a_closed_server_is_an_error() {
-        let payload = Payload::new(10);
-        let (mut conn, server) = written_conn(&payload, 1);
-        drop(server);
-        let mut buffer = vec![0; 64];
-        conn.stream.set_nonblocking(false).unwrap();
-        let result = conn.read(&payload, &mut buffer, &mut Recorded::default());
-        assert!(result.is_err());
+    fn a_short_send_resumes_where_it_stopped() {
+        let payload = Payload::new(100);
+        let mut conn = Conn::new(3, 2, Instant::now());
+        conn.top_up(Instant::now());
+        let mut first = Vec::new();
+        conn.gather(&payload, &mut first, 150);
+        assert_eq!(first.len(), 150, "gathering stops at the limit");
+        conn.sent(&payload, 120);
+        assert_eq!(conn.outstanding(&payload), 120);
+        let mut rest = Vec::new();
+        conn.gather(&payload, &mut rest, usize::MAX);
+        let whole: Vec<u8> = [payload.message(3, 0), payload.message(3, 1)].concat();
+        assert_eq!(rest, whole[120..]);
+        conn.sent(&payload, rest.len());
+        assert!(!conn.has_unsent());
+        assert_eq!(conn.outstanding(&payload), 200);
     }
 }

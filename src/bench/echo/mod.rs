@@ -6,11 +6,27 @@
 //! connection and per index (see [`payload`]), so stale, shifted or foreign
 //! bytes are caught. A mismatch is printed, counted, and fails the run.
 //!
-//! It runs on evloop's own poller: one [`Poller`](evloop::poll::Poller) per
-//! thread, non-blocking TCP or Unix stream sockets registered once for both
-//! directions (edge-triggered), reused read and write buffers, and no
-//! allocation per event. Latency is measured from the moment a message is
-//! queued to the moment its last byte is back, into an HDR histogram.
+//! Two drivers move the bytes, chosen with `--io`; everything else — the
+//! payload, each connection's bookkeeping and checks ([`conn`]), the
+//! tallies and the report — is shared:
+//!
+//! * `epoll` (the default; kqueue on BSD and macOS, see [`epoll`]): one
+//!   [`Poller`](evloop::poll::Poller) per thread, non-blocking TCP or Unix
+//!   stream sockets registered once for both directions (edge-triggered),
+//!   reused read and write buffers, a `read` and a `write` per connection
+//!   served, and no allocation per event.
+//! * `uring` (Linux, see [`uring`]): one io_uring per thread through
+//!   evloop's safe [`Ring`](evloop::ring::Ring), a receive always armed per
+//!   connection into the ring's provided buffers and one send in flight
+//!   from the connection's own buffer; a whole batch of completions is
+//!   answered with one system call.
+//! * `auto`: `uring` where a ring can be made here, else `epoll`, with a
+//!   line on stderr saying why. The default is `epoll`, not `auto` as for
+//!   `evloop serve`, and `EVLOOP_IO` is not read: what one core of load
+//!   generator produces must not change unasked.
+//!
+//! Latency is measured from the moment a message is queued to the moment
+//! its last byte is back, into an HDR histogram.
 //!
 //! # How much load one core produces
 //!
@@ -34,10 +50,35 @@
 //! keep one server core busy, not more: where it is the limit, compare
 //! servers by CPU time per request (as `evloop-bench compare` does), or give
 //! the load generator more threads and cores than the server.
+//!
+//! `--io uring` lowers that ceiling's cost, not the kernel's TCP path: it
+//! makes some 0.35 system calls per request where epoll makes 2.07 (a
+//! `read` and a `write` each, plus a share of `epoll_wait`; `perf stat`, 50
+//! connections × 128 B against `epoll_echo.c`). `evloop-bench load-cost`
+//! runs the load on each driver against the same server, in interleaved
+//! rounds; three rounds of 2 s each, medians, same machine, 2026-11-29
+//! (shared with other work: rounds of one setting differed by up to 40 %):
+//!
+//! | server        | load        | load CPU per request, epoll → uring | requests/s, uring / epoll |
+//! |---------------|-------------|-------------------------------------|---------------------------|
+//! | C epoll       | 50 × 128 B  | 5.52 → 5.12 µs (0.93×)              | 1.07×                     |
+//! | C epoll       | 500 × 128 B | 6.75 → 6.22 µs (0.92×)              | 1.03×                     |
+//! | C io_uring    | 50 × 128 B  | 5.51 → 5.12 µs (0.93×)              | 0.94×                     |
+//! | C io_uring    | 500 × 128 B | 5.70 → 4.70 µs (0.82×)              | 1.19×                     |
+//! | evloop, uring | 50 × 128 B  | 5.35 → 4.34 µs (0.81×)              | 1.03×                     |
+//! | evloop, uring | 500 × 128 B | 6.30 → 5.17 µs (0.82×)              | 1.18×                     |
+//!
+//! So one load core goes 7–23 % further on io_uring. The server's CPU per
+//! request moves with it (0.82–1.08× here: the batches it gets change
+//! shape), so servers are compared under one and the same load generator,
+//! as `compare` does (on epoll).
 
 mod conn;
+mod epoll;
 mod payload;
 mod report;
+#[cfg(target_os = "linux")]
+mod uring;
 mod worker;
 
 use std::io::Write as _;
@@ -47,9 +88,9 @@ use std::sync::Barrier;
 use std::thread;
 use std::time::Duration;
 
-use evloop::Address;
+use evloop::{Address, Driver};
 use report::Summary;
-use worker::{Plan, Tally};
+use worker::{Io, Plan, Tally};
 
 /// The largest message: bigger ones measure memory copies, not the server.
 const MAX_SIZE: u64 = 16 * 1024 * 1024;
@@ -76,14 +117,21 @@ pub struct EchoArgs {
     /// How long to run before measuring, to let both sides warm up.
     #[arg(long, value_name = "D", default_value = "0s", value_parser = crate::duration::parse)]
     warmup: Duration,
-    /// Load-generating threads, each with its own poller and its share of
-    /// the connections.
+    /// Load-generating threads, each with its own poller (or ring) and its
+    /// share of the connections.
     #[arg(long, value_name = "T", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     threads: u32,
     /// How long one connect may take before it counts as a connect error
     /// (at least 1ms).
     #[arg(long, value_name = "D", default_value = "5s", value_parser = crate::duration::parse_positive)]
     connect_timeout: Duration,
+    /// How the load threads move bytes: epoll (kqueue on BSD and macOS),
+    /// uring (io_uring, Linux 6.0 or later; fails where it cannot work), or
+    /// auto (io_uring where it works, else epoll, with a line saying why).
+    /// Unlike `evloop serve`, the default is epoll, and EVLOOP_IO is not
+    /// read: a load generator's cost must not change unasked.
+    #[arg(long = "io", value_name = "DRIVER", default_value_t = Driver::Readiness)]
+    io: Driver,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -98,8 +146,16 @@ pub fn run(args: EchoArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let io = match choose_io(args.io) {
+        Ok(io) => io,
+        Err(message) => {
+            say!("error: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
     let plan = Plan {
         target,
+        io,
         size: usize::try_from(args.size).expect("--size is at most 16 MiB"),
         pipeline: args.pipeline as usize,
         warmup: args.warmup,
@@ -134,6 +190,36 @@ pub fn run(args: EchoArgs) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// The driver `--io` asks for, once io_uring is known to work here (where
+/// it is asked for) or not (`auto`).
+fn choose_io(wanted: Driver) -> Result<Io, String> {
+    match wanted {
+        Driver::Readiness => Ok(Io::Readiness),
+        #[cfg(target_os = "linux")]
+        Driver::Uring => evloop::ring::Ring::probe()
+            .map(|_| Io::Uring)
+            .map_err(|e| format!("--io uring: {e}")),
+        #[cfg(target_os = "linux")]
+        Driver::Auto => match evloop::ring::Ring::probe() {
+            Ok(_) => Ok(Io::Uring),
+            Err(e) => {
+                say!(
+                    "--io auto: io_uring cannot be used ({e}); using {}",
+                    evloop::poll::BACKEND
+                );
+                Ok(Io::Readiness)
+            }
+        },
+        #[cfg(not(target_os = "linux"))]
+        Driver::Auto => Ok(Io::Readiness),
+        #[cfg(not(target_os = "linux"))]
+        Driver::Uring => Err("--io uring: io_uring exists on Linux only".to_string()),
+        other => Err(format!(
+            "--io {other}: not a driver this load generator has"
+        )),
     }
 }
 
@@ -172,7 +258,7 @@ fn load(plan: &Plan, connections: u32, threads: usize) -> Result<Tally, String> 
     for result in results {
         let tally = result
             .map_err(|_| "a load thread panicked".to_string())?
-            .map_err(|e| format!("poller: {e}"))?;
+            .map_err(|e| format!("{}: {e}", plan.io))?;
         match &mut total {
             Some(total) => total.merge(&tally),
             None => total = Some(tally),

@@ -58,12 +58,13 @@ impl Summary {
         let _ = writeln!(out, "target       {}", plan.target);
         let _ = writeln!(
             out,
-            "load         {} connections × {} B, pipeline {}, {} thread{}; {:?} measured after {:?} warm-up",
+            "load         {} connections × {} B, pipeline {}, {} thread{} on {}; {:?} measured after {:?} warm-up",
             self.connections,
             plan.size,
             plan.pipeline,
             self.threads,
             if self.threads == 1 { "" } else { "s" },
+            plan.io,
             plan.duration,
             plan.warmup,
         );
@@ -116,7 +117,7 @@ impl Summary {
         format!(
             concat!(
                 "{{\"target\":\"{target}\",\"connections\":{connections},\"connected\":{connected},",
-                "\"size\":{size},\"pipeline\":{pipeline},\"threads\":{threads},",
+                "\"size\":{size},\"pipeline\":{pipeline},\"threads\":{threads},\"io\":\"{io}\",",
                 "\"warmup_s\":{warmup},\"duration_s\":{duration},",
                 "\"requests\":{requests},\"requests_total\":{requests_total},",
                 "\"requests_per_sec\":{rps:.1},\"mib_per_sec\":{mibps:.3},",
@@ -130,6 +131,7 @@ impl Summary {
             size = plan.size,
             pipeline = plan.pipeline,
             threads = self.threads,
+            io = plan.io,
             warmup = plan.warmup.as_secs_f64(),
             duration = plan.duration.as_secs_f64(),
             requests = t.requests,
@@ -188,6 +190,7 @@ fn json_escaped(text: &str) -> String {
 mod tests {
     use std::time::Instant;
 
+    use super::super::worker::Io;
     use super::*;
 
     fn summary(requests: u64, mismatches: u64) -> Summary {
@@ -203,6 +206,7 @@ mod tests {
         Summary {
             plan: Plan {
                 target: "127.0.0.1:1815".parse().unwrap(),
+                io: Io::Readiness,
                 size: 128,
                 pipeline: 1,
                 warmup: Duration::ZERO,
@@ -241,6 +245,7 @@ mod tests {
         for field in [
             "\"target\":\"127.0.0.1:1815\"",
             "\"requests\":100,",
+            "\"threads\":1,\"io\":\"epoll\",",
             "\"requests_per_sec\":200.0,",
             "\"p99.9\":",
             "\"mismatches\":0,",

@@ -1,35 +1,55 @@
-//! One load-generating thread: its own poller, its share of the connections.
+//! One load-generating thread: its share of the connections on its own
+//! driver (poller or ring), and what it measured.
 
 use std::ffi::OsStr;
+use std::fmt;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use evloop::Address;
-use evloop::poll::{Events, Interest, Poller, Token};
 use hdrhistogram::Histogram;
 use socket2::{SockAddr, Socket, Type};
 
 use super::conn::{Completions, Conn, Mismatch};
+use super::epoll::Readiness;
 use super::payload::Payload;
 
-/// How many events one wait may return.
-const EVENTS_PER_WAIT: usize = 1024;
-/// The size of the read buffer and of the buffer that gathers pipelined
-/// messages into one write.
-const IO_BUFFER: usize = 64 * 1024;
 /// Problems printed per thread and kind; the rest are only counted.
 const PRINTED_PER_KIND: u64 = 5;
 /// The longest latency the histogram holds, in nanoseconds; longer ones are
 /// recorded as this.
 const MAX_LATENCY_NANOS: u64 = 60_000_000_000;
 
+/// Which kernel interface the load threads move bytes with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Io {
+    /// The readiness queue: epoll, or kqueue on BSD and macOS.
+    Readiness,
+    /// io_uring (Linux).
+    #[cfg(target_os = "linux")]
+    Uring,
+}
+
+impl fmt::Display for Io {
+    /// The name `--io` takes: `epoll` (`kqueue`) or `uring`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Io::Readiness => evloop::poll::BACKEND,
+            #[cfg(target_os = "linux")]
+            Io::Uring => "uring",
+        })
+    }
+}
+
 /// What every thread does.
 #[derive(Debug, Clone)]
 pub struct Plan {
     /// The echo server: TCP or a Unix socket.
     pub target: Address,
+    /// The driver that moves the bytes.
+    pub io: Io,
     /// Bytes per message.
     pub size: usize,
     /// Messages in flight per connection.
@@ -93,7 +113,8 @@ impl Tally {
             .expect("histograms with the same bounds add up");
     }
 
-    fn io_error(&mut self, target: &Address, error: &io::Error) {
+    /// Counts a connection lost to `error`, printing the first few.
+    pub fn io_error(&mut self, target: &Address, error: &io::Error) {
         self.io_errors += 1;
         if self.io_errors <= PRINTED_PER_KIND {
             say!("error: connection to {target}: {error}");
@@ -126,85 +147,88 @@ impl Completions for Tally {
     }
 }
 
-/// Connects the connections numbered `ids`, waits at `start` for the other
-/// threads, then drives the connections for the warm-up and the measured
-/// duration.
+/// What moves a load thread's bytes: the readiness driver
+/// ([`epoll`](super::epoll)) or the completion driver
+/// ([`uring`](super::uring)). Everything else — connecting, the payload,
+/// the bookkeeping and checks of each connection ([`Conn`]), the tally —
+/// is the same for both.
+pub trait Driver: Sized {
+    /// Sets the driver up for `connections` connections.
+    fn open(plan: &Plan, connections: usize) -> io::Result<Self>;
+
+    /// Readies a connected socket, which will be driven as `token`,
+    /// before the start.
+    fn prepare(&mut self, socket: &Socket, token: usize) -> io::Result<()>;
+
+    /// Drives the connections (each with its first messages queued) until
+    /// `until`, reporting to `tally`. A connection's failure is counted
+    /// there; an error returned is the driver's own, and ends the thread.
+    fn drive(
+        self,
+        plan: &Plan,
+        payload: &Payload,
+        conns: Vec<(Socket, Conn)>,
+        tally: &mut Tally,
+        until: Instant,
+    ) -> io::Result<()>;
+}
+
+/// Connects the connections numbered `ids` and readies them on the plan's
+/// driver, waits at `start` for the other threads, then drives the
+/// connections for the warm-up and the measured duration.
 pub fn run(plan: &Plan, ids: impl Iterator<Item = u64>, start: &Barrier) -> io::Result<Tally> {
-    let setup = connect_all(plan, ids);
+    match plan.io {
+        Io::Readiness => run_on::<Readiness>(plan, ids, start),
+        #[cfg(target_os = "linux")]
+        Io::Uring => run_on::<super::uring::Completion>(plan, ids, start),
+    }
+}
+
+fn run_on<D: Driver>(
+    plan: &Plan,
+    ids: impl Iterator<Item = u64>,
+    start: &Barrier,
+) -> io::Result<Tally> {
+    let setup = connect_all::<D>(plan, ids);
     let payload = Payload::new(plan.size);
     // Every thread reaches the barrier, even one whose setup failed, or the
     // others would wait for it forever.
     start.wait();
-    let (poller, mut conns, connect_errors) = setup?;
+    let (driver, sockets, connect_errors) = setup?;
     let started = Instant::now();
     let measure_from = started + plan.warmup;
     let measure_until = measure_from + plan.duration;
     let mut tally = Tally::new(measure_from, measure_until);
-    tally.connected = conns.len() as u64;
+    tally.connected = sockets.len() as u64;
     tally.connect_errors = connect_errors;
-
-    let mut read_buffer = vec![0; IO_BUFFER];
-    let mut write_buffer = vec![0; IO_BUFFER];
-    for slot in &mut conns {
-        let conn = slot
-            .as_mut()
-            .expect("every connection is open before the start");
-        conn.top_up(started);
-        if let Err(e) = conn.flush(&payload, &mut write_buffer) {
-            tally.io_error(&plan.target, &e);
-            *slot = None;
-        }
-    }
-
-    let mut events = Events::with_capacity(EVENTS_PER_WAIT);
-    loop {
-        let now = Instant::now();
-        if now >= measure_until {
-            break;
-        }
-        poller.wait(&mut events, Some(measure_until - now))?;
-        for event in events.iter() {
-            let Some(slot) = conns.get_mut(event.token().0) else {
-                continue;
-            };
-            let Some(conn) = slot else {
-                continue;
-            };
-            if event.is_writable() {
-                conn.writable();
-            }
-            let mut result = Ok(());
-            if event.is_readable() || event.is_read_closed() || event.is_error() {
-                result = conn.read(&payload, &mut read_buffer, &mut tally);
-            }
-            // Each message completed by the read queued its successor: send.
-            result = result.and_then(|()| conn.flush(&payload, &mut write_buffer));
-            if let Err(e) = result {
-                tally.io_error(&plan.target, &e);
-                // Closing the socket also removes it from the poller.
-                *slot = None;
-            }
-        }
-    }
+    let conns = sockets
+        .into_iter()
+        .map(|(socket, id)| {
+            let mut conn = Conn::new(id, plan.pipeline, started);
+            conn.top_up(started);
+            (socket, conn)
+        })
+        .collect();
+    driver.drive(plan, &payload, conns, &mut tally, measure_until)?;
     Ok(tally)
 }
 
-/// Opens a poller and the connections numbered `ids`, registered once for
-/// both directions. A connection that fails to connect is counted, not fatal.
-fn connect_all(
-    plan: &Plan,
-    ids: impl Iterator<Item = u64>,
-) -> io::Result<(Poller, Vec<Option<Conn>>, u64)> {
-    let poller = Poller::new()?;
-    let now = Instant::now();
+/// A thread's driver, its connected sockets with their numbers, and how
+/// many connections failed.
+type Setup<D> = (D, Vec<(Socket, u64)>, u64);
+
+/// Opens the driver and the connections numbered `ids`, each readied on
+/// it. A connection that fails to connect is counted, not fatal.
+fn connect_all<D: Driver>(plan: &Plan, ids: impl Iterator<Item = u64>) -> io::Result<Setup<D>> {
+    let ids: Vec<u64> = ids.collect();
+    let mut driver = D::open(plan, ids.len())?;
     let mut connect_errors = 0;
-    let mut conns = Vec::new();
+    let mut sockets = Vec::with_capacity(ids.len());
     for id in ids {
         match connect(&plan.target, plan.connect_timeout) {
-            Ok(stream) => {
-                let interest = Interest::READABLE | Interest::WRITABLE;
-                poller.register(&stream, Token(conns.len()), interest)?;
-                conns.push(Some(Conn::new(stream, id, plan.pipeline, now)));
+            Ok(socket) => {
+                driver.prepare(&socket, sockets.len())?;
+                sockets.push((socket, id));
             }
             Err(e) => {
                 connect_errors += 1;
@@ -214,11 +238,12 @@ fn connect_all(
             }
         }
     }
-    Ok((poller, conns, connect_errors))
+    Ok((driver, sockets, connect_errors))
 }
 
-/// A connected, non-blocking stream socket; over TCP with Nagle's
-/// algorithm off (small messages must go out at once).
+/// A connected stream socket, in blocking mode (the driver's `prepare`
+/// changes that if it must); over TCP with Nagle's algorithm off (small
+/// messages must go out at once).
 fn connect(target: &Address, timeout: Duration) -> io::Result<Socket> {
     let address = match target {
         Address::Inet(addr) => SockAddr::from(*addr),
@@ -245,6 +270,5 @@ fn connect(target: &Address, timeout: Duration) -> io::Result<Socket> {
     if target.inet().is_some() {
         stream.set_tcp_nodelay(true)?;
     }
-    stream.set_nonblocking(true)?;
     Ok(stream)
 }
