@@ -1,26 +1,27 @@
 //! Every core: with two loops both carry connections and do work, in both
 //! balance modes, with echo integrity and graceful shutdown; and the waker
-//! that carries cross-thread work survives a million wakes from eight threads.
+//! that carries cross-thread work survives a million wakes from eight
+//! threads. Each on both I/O drivers.
 
 mod support;
 
 use evloop::services::Echo;
-use evloop::{Balance, CloseReason};
+use evloop::{Balance, CloseReason, Driver};
 use support::{
-    Amount, KIB, MIB, Streamer, assert_every_loop_worked, per_balance, shared_machine,
+    Amount, KIB, MIB, Streamer, assert_every_loop_worked, per_balance_and_driver, shared_machine,
     shut_down_mid_stream, start,
 };
 
-per_balance!(
+per_balance_and_driver!(
     two_loops_both_accept_and_echo_a_hundred_clients,
     shutdown_handle_drains_streaming_clients_without_loss,
 );
 
 /// Issue 4: with `threads(2)` and 100 echo clients, each loop accepts
 /// connections and reads bytes, and every byte comes back.
-fn two_loops_both_accept_and_echo_a_hundred_clients(balance: Balance) {
+fn two_loops_both_accept_and_echo_a_hundred_clients(balance: Balance, driver: Driver) {
     let _machine = shared_machine();
-    let server = start(Echo, |b| b.threads(2).balance(balance));
+    let server = start(Echo, driver, |b| b.threads(2).balance(balance));
     const CLIENTS: u64 = 100;
     const BYTES: u64 = 256 * KIB as u64;
     let streams: Vec<Streamer> = (0..CLIENTS)
@@ -30,9 +31,13 @@ fn two_loops_both_accept_and_echo_a_hundred_clients(balance: Balance) {
         stream.finish();
     }
     let report = server.stop();
-    assert!(report.is_clean(), "{balance:?}: cut {}", report.cut());
+    assert!(
+        report.is_clean(),
+        "{balance:?} {driver:?}: cut {}",
+        report.cut()
+    );
     assert_eq!(report.loops.len(), 2);
-    assert_every_loop_worked(&report, &format!("{balance:?}"));
+    assert_every_loop_worked(&report, &format!("{balance:?} {driver:?}"));
     let total = report.total();
     assert_eq!(total.accepted, CLIENTS);
     assert_eq!(total.closed(CloseReason::Peer), CLIENTS);
@@ -42,15 +47,19 @@ fn two_loops_both_accept_and_echo_a_hundred_clients(balance: Balance) {
 
 /// Issue 4: a `ShutdownHandle::shutdown` while clients stream lets every
 /// stream finish: all bytes come back and nothing is cut.
-fn shutdown_handle_drains_streaming_clients_without_loss(balance: Balance) {
+fn shutdown_handle_drains_streaming_clients_without_loss(balance: Balance, driver: Driver) {
     let _machine = shared_machine();
-    let server = start(Echo, |b| b.threads(2).balance(balance));
+    let server = start(Echo, driver, |b| b.threads(2).balance(balance));
     const BYTES: u64 = 4 * MIB as u64;
     let streams: Vec<Streamer> = (0..8)
         .map(|seed| Streamer::start(server.addr, seed, Amount::Bytes(BYTES), 64 * KIB))
         .collect();
     let report = shut_down_mid_stream(server, streams, BYTES);
-    assert!(report.is_clean(), "{balance:?}: cut {}", report.cut());
+    assert!(
+        report.is_clean(),
+        "{balance:?} {driver:?}: cut {}",
+        report.cut()
+    );
     let total = report.total();
     assert_eq!(total.closed(CloseReason::Peer), 8);
     assert_eq!(total.bytes_out, 8 * BYTES);
@@ -149,16 +158,17 @@ mod waker {
 }
 
 mod stopping {
-    use evloop::Balance;
     use evloop::services::Echo;
+    use evloop::{Balance, Driver};
 
-    use super::support::{assert_echo_works, shared_machine, start};
+    use super::support::{assert_echo_works, per_driver, shared_machine, start};
+
+    per_driver!(server_returns_from_run_every_time_it_is_stopped);
 
     /// The control thread learns that the last loop has stopped even when
     /// it looks before that loop's thread has quite finished: `run` returns
     /// every time, promptly (each `stop` fails after a bounded wait).
-    #[test]
-    fn server_returns_from_run_every_time_it_is_stopped() {
+    fn server_returns_from_run_every_time_it_is_stopped(driver: Driver) {
         let _machine = shared_machine();
         for round in 0..200 {
             let balance = if round % 2 == 0 {
@@ -166,7 +176,7 @@ mod stopping {
             } else {
                 Balance::Handoff
             };
-            let server = start(Echo, |b| b.threads(2).balance(balance));
+            let server = start(Echo, driver, |b| b.threads(2).balance(balance));
             if round % 10 == 0 {
                 assert_echo_works(server.addr);
             }
