@@ -1,5 +1,5 @@
 //! Echo correctness under concurrency, half-close and resets, on real
-//! loopback sockets against an in-process server.
+//! loopback sockets against an in-process server, on each I/O driver.
 
 mod support;
 
@@ -7,13 +7,23 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::time::Duration;
 
-use evloop::CloseReason;
 use evloop::services::{Discard, Echo};
-use support::{MIB, Rng, connect, echo_in_chunks, start, write_then_half_close_and_read};
+use evloop::{CloseReason, Driver};
+use support::{
+    MIB, Rng, builder, connect, echo_in_chunks, per_driver, start, write_then_half_close_and_read,
+};
 
-#[test]
-fn two_hundred_clients_each_echo_one_mebibyte_in_random_chunks() {
-    let server = start(Echo, |b| b.threads(2));
+per_driver!(
+    two_hundred_clients_each_echo_one_mebibyte_in_random_chunks,
+    half_closed_client_gets_all_its_echo_then_eof,
+    clients_that_reset_mid_transfer_do_not_disturb_others,
+    discard_reads_everything_and_sends_nothing,
+    ipv6_loopback_is_served_when_available,
+    urgent_data_does_not_stall_the_bytes_behind_it,
+);
+
+fn two_hundred_clients_each_echo_one_mebibyte_in_random_chunks(driver: Driver) {
+    let server = start(Echo, driver, |b| b.threads(2));
     std::thread::scope(|s| {
         let clients: Vec<_> = (0..200u64)
             .map(|i| {
@@ -41,9 +51,8 @@ fn two_hundred_clients_each_echo_one_mebibyte_in_random_chunks() {
 
 /// Pitfalls 1, 2 and 8: data sent just before a half-close is echoed in
 /// full, then the server closes (EOF), not resets.
-#[test]
-fn half_closed_client_gets_all_its_echo_then_eof() {
-    let server = start(Echo, |b| b.threads(1));
+fn half_closed_client_gets_all_its_echo_then_eof(driver: Driver) {
+    let server = start(Echo, driver, |b| b.threads(1));
     for size in [1, 1000, 200_000, 3 * MIB] {
         let mut stream = connect(server.addr);
         let data = Rng::new(size as u64).bytes(size);
@@ -56,9 +65,8 @@ fn half_closed_client_gets_all_its_echo_then_eof() {
 }
 
 /// A client that resets mid-transfer loses only its own connection.
-#[test]
-fn clients_that_reset_mid_transfer_do_not_disturb_others() {
-    let server = start(Echo, |b| b.threads(1));
+fn clients_that_reset_mid_transfer_do_not_disturb_others(driver: Driver) {
+    let server = start(Echo, driver, |b| b.threads(1));
     std::thread::scope(|s| {
         let good: Vec<_> = (0..10u64)
             .map(|i| {
@@ -92,9 +100,8 @@ fn clients_that_reset_mid_transfer_do_not_disturb_others() {
     assert_eq!(total.accepted, 31);
 }
 
-#[test]
-fn discard_reads_everything_and_sends_nothing() {
-    let server = start(Discard, |b| b.threads(1));
+fn discard_reads_everything_and_sends_nothing(driver: Driver) {
+    let server = start(Discard, driver, |b| b.threads(1));
     let mut stream = connect(server.addr);
     stream.write_all(&vec![7u8; 2 * MIB]).unwrap();
     stream.shutdown(Shutdown::Write).unwrap();
@@ -106,14 +113,13 @@ fn discard_reads_everything_and_sends_nothing() {
     assert_eq!(total.bytes_out, 0);
 }
 
-#[test]
-fn ipv6_loopback_is_served_when_available() {
+fn ipv6_loopback_is_served_when_available(driver: Driver) {
     let Ok(probe) = std::net::TcpListener::bind("[::1]:0") else {
         eprintln!("no IPv6 loopback on this machine; nothing to test");
         return;
     };
     drop(probe);
-    let server = evloop::Server::builder()
+    let server = builder(driver)
         .listen("[::1]:0".parse::<SocketAddr>().unwrap())
         .threads(1)
         .build(Echo)
@@ -129,9 +135,8 @@ fn ipv6_loopback_is_served_when_available() {
 /// A read stops at the TCP urgent mark with data still queued behind it; the
 /// reactor must not take that short read for a drained socket, or the rest
 /// waits for bytes that may never come.
-#[test]
-fn urgent_data_does_not_stall_the_bytes_behind_it() {
-    let server = start(Echo, |b| b.threads(1));
+fn urgent_data_does_not_stall_the_bytes_behind_it(driver: Driver) {
+    let server = start(Echo, driver, |b| b.threads(1));
     let mut stream = connect(server.addr);
     for _ in 0..20 {
         stream.write_all(b"abc").unwrap();

@@ -1,5 +1,6 @@
 //! The handler contract: leftovers stay until consumed, the input limit,
-//! closing after flushing, and the last word on end of input.
+//! closing after flushing, and the last word on end of input — on each I/O
+//! driver.
 
 mod support;
 
@@ -7,8 +8,22 @@ use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
-use evloop::{Action, CloseReason, Context, Handler, Input};
-use support::{LIMIT, connect, start};
+use evloop::{Action, CloseReason, Context, Driver, Handler, Input};
+use support::{LIMIT, connect, per_driver, start, variant};
+
+per_driver!(
+    unconsumed_input_waits_for_the_rest_of_the_line,
+    end_of_input_hands_the_leftovers_to_the_handler,
+    close_action_flushes_the_answer_then_closes,
+    lingering_ends_when_the_client_never_closes,
+    a_line_longer_than_the_input_limit_closes_only_that_connection,
+    close_with_unread_input_still_ends_in_eof_not_reset,
+    lingering_ends_after_a_flood_when_the_client_never_closes,
+    a_handler_deadline_is_not_moved_by_a_slow_trickle,
+    a_handler_pauses_its_input_and_resumes_it,
+    connections_have_distinct_ids_and_abort_resets,
+    the_context_names_both_ends_and_a_unix_peers_credentials,
+);
 
 /// Answers each complete line upper-cased; a line `quit` gets `bye` and a
 /// close. Whatever is left when the client half-closes is answered too.
@@ -44,9 +59,8 @@ fn read_to_end(stream: &mut std::net::TcpStream) -> Vec<u8> {
     got
 }
 
-#[test]
-fn unconsumed_input_waits_for_the_rest_of_the_line() {
-    let server = start(Lines, |b| b.threads(1));
+fn unconsumed_input_waits_for_the_rest_of_the_line(driver: Driver) {
+    let server = start(Lines, driver, |b| b.threads(1));
     let mut stream = connect(server.addr);
     for part in [&b"hel"[..], b"lo\nwor", b"ld\n"] {
         stream.write_all(part).unwrap();
@@ -56,9 +70,8 @@ fn unconsumed_input_waits_for_the_rest_of_the_line() {
     assert_eq!(read_to_end(&mut stream), b"HELLO\nWORLD\n");
 }
 
-#[test]
-fn end_of_input_hands_the_leftovers_to_the_handler() {
-    let server = start(Lines, |b| b.threads(1));
+fn end_of_input_hands_the_leftovers_to_the_handler(driver: Driver) {
+    let server = start(Lines, driver, |b| b.threads(1));
     let mut stream = connect(server.addr);
     stream.write_all(b"one\ntwo-without-newline").unwrap();
     stream.shutdown(Shutdown::Write).unwrap();
@@ -67,9 +80,8 @@ fn end_of_input_hands_the_leftovers_to_the_handler() {
     assert_eq!(total.closed(CloseReason::Peer), 1);
 }
 
-#[test]
-fn close_action_flushes_the_answer_then_closes() {
-    let server = start(Lines, |b| b.threads(1));
+fn close_action_flushes_the_answer_then_closes(driver: Driver) {
+    let server = start(Lines, driver, |b| b.threads(1));
     let mut stream = connect(server.addr);
     stream.write_all(b"a\nquit\n").unwrap();
     assert_eq!(read_to_end(&mut stream), b"A\nbye\n");
@@ -81,9 +93,8 @@ fn close_action_flushes_the_answer_then_closes() {
 
 /// A client that never closes after the server's FIN is cut after the
 /// linger time, not kept forever.
-#[test]
-fn lingering_ends_when_the_client_never_closes() {
-    let server = start(Lines, |b| b.threads(1));
+fn lingering_ends_when_the_client_never_closes(driver: Driver) {
+    let server = start(Lines, driver, |b| b.threads(1));
     let mut stream = connect(server.addr);
     stream.write_all(b"quit\n").unwrap();
     assert_eq!(read_to_end(&mut stream), b"bye\n");
@@ -100,9 +111,8 @@ fn lingering_ends_when_the_client_never_closes() {
 
 /// A client that never ends its line costs at most `max_input` of memory:
 /// past it, only its connection is closed.
-#[test]
-fn a_line_longer_than_the_input_limit_closes_only_that_connection() {
-    let server = start(Lines, |b| b.threads(1).max_input(16 * 1024));
+fn a_line_longer_than_the_input_limit_closes_only_that_connection(driver: Driver) {
+    let server = start(Lines, driver, |b| b.threads(1).max_input(16 * 1024));
     let mut good = connect(server.addr);
     let mut endless = connect(server.addr);
     // Written from a thread: the server may close before taking it all.
@@ -134,9 +144,8 @@ fn a_line_longer_than_the_input_limit_closes_only_that_connection() {
 /// the answer before the client reads it. After its answer the server sends
 /// FIN and discards what still comes, so the client reads the answer and a
 /// clean end of stream.
-#[test]
-fn close_with_unread_input_still_ends_in_eof_not_reset() {
-    let server = start(Lines, |b| b.threads(1));
+fn close_with_unread_input_still_ends_in_eof_not_reset(driver: Driver) {
+    let server = start(Lines, driver, |b| b.threads(1));
     let mut stream = connect(server.addr);
     let mut request = b"a\nquit\n".to_vec();
     request.extend(std::iter::repeat_n(b'z', 256 * 1024));
@@ -171,13 +180,12 @@ impl Handler for CloseAfter {
 /// without closing, is still cut after the linger time: the deadline is
 /// armed when the server sends its FIN, even when discarding the flood
 /// spends the connection's read budget for that turn.
-#[test]
-fn lingering_ends_after_a_flood_when_the_client_never_closes() {
+fn lingering_ends_after_a_flood_when_the_client_never_closes(driver: Driver) {
     let handler = CloseAfter {
         after: 1024 * 1024,
         seen: 0,
     };
-    let server = start(handler, |b| {
+    let server = start(handler, driver, |b| {
         b.threads(1)
             .shutdown_timeout(std::time::Duration::from_secs(12))
     });
@@ -219,9 +227,8 @@ impl Handler for FirstLineWithin {
     }
 }
 
-#[test]
-fn a_handler_deadline_is_not_moved_by_a_slow_trickle() {
-    let server = start(FirstLineWithin, |b| b.threads(1));
+fn a_handler_deadline_is_not_moved_by_a_slow_trickle(driver: Driver) {
+    let server = start(FirstLineWithin, driver, |b| b.threads(1));
     let mut slow = connect(server.addr);
     let started = Instant::now();
     let trickle = std::thread::spawn({
@@ -311,9 +318,8 @@ fn read_line(stream: &mut std::net::TcpStream) -> String {
     String::from_utf8(line).unwrap()
 }
 
-#[test]
-fn a_handler_pauses_its_input_and_resumes_it() {
-    let server = start(Pausing, |b| b.threads(1));
+fn a_handler_pauses_its_input_and_resumes_it(driver: Driver) {
+    let server = start(Pausing, driver, |b| b.threads(1));
     let mut stream = connect(server.addr);
     let _id = read_line(&mut stream);
     stream.write_all(b"pause\n").unwrap();
@@ -330,9 +336,8 @@ fn a_handler_pauses_its_input_and_resumes_it() {
     );
 }
 
-#[test]
-fn connections_have_distinct_ids_and_abort_resets() {
-    let server = start(Pausing, |b| b.threads(2));
+fn connections_have_distinct_ids_and_abort_resets(driver: Driver) {
+    let server = start(Pausing, driver, |b| b.threads(2));
     let mut a = connect(server.addr);
     let mut b = connect(server.addr);
     let (id_a, id_b) = (read_line(&mut a), read_line(&mut b));
@@ -374,9 +379,8 @@ impl Handler for WhoIsThere {
     }
 }
 
-#[test]
-fn the_context_names_both_ends_and_a_unix_peers_credentials() {
-    let server = start(WhoIsThere, |b| b.threads(1));
+fn the_context_names_both_ends_and_a_unix_peers_credentials(driver: Driver) {
+    let server = start(WhoIsThere, driver, |b| b.threads(1));
     let mut tcp = connect(server.addr);
     let mut text = String::new();
     tcp.read_to_string(&mut text).unwrap();
@@ -388,9 +392,11 @@ fn the_context_names_both_ends_and_a_unix_peers_credentials() {
         "TCP has no peer credentials: {text}"
     );
 
-    let path = std::env::temp_dir().join(format!("evloop-who-{}.sock", std::process::id()));
+    // One path per driver: both variants run at once in this process.
+    let name = format!("evloop-who-{}-{}.sock", std::process::id(), variant(driver));
+    let path = std::env::temp_dir().join(name);
     let _ = std::fs::remove_file(&path);
-    let unix = start(WhoIsThere, |b| {
+    let unix = start(WhoIsThere, driver, |b| {
         b.threads(1).listen(evloop::Address::Unix(path.clone()))
     });
     let mut client = std::os::unix::net::UnixStream::connect(&path).unwrap();

@@ -1,7 +1,8 @@
 //! A server survives its own services and its configuration: a panicking
 //! handler costs only its connection, extreme durations mean "no limit",
 //! bulk input to a line service is not mistaken for an overlong line, and
-//! the process gets its signals back when the server is done.
+//! the process gets its signals back when the server is done — on each I/O
+//! driver.
 
 mod support;
 
@@ -10,8 +11,17 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use evloop::services::Echo;
-use evloop::{Action, CloseReason, Context, Handler, Input};
-use support::{LIMIT, MIB, connect, start, write_then_half_close_and_read};
+use evloop::{Action, CloseReason, Context, Driver, Handler, Input};
+use support::{
+    LIMIT, MIB, builder, connect, per_driver, start, variant, write_then_half_close_and_read,
+};
+
+per_driver!(
+    a_panicking_handler_closes_only_its_connection,
+    bulk_lines_are_not_taken_for_an_overlong_line,
+    durations_too_long_for_an_instant_mean_no_limit,
+    handled_signals_after_the_server_is_done_end_the_process,
+);
 
 /// Echoes, but panics on a `!` — a bug a client's bytes can reach.
 #[derive(Clone)]
@@ -27,9 +37,8 @@ impl Handler for Fragile {
     }
 }
 
-#[test]
-fn a_panicking_handler_closes_only_its_connection() {
-    let server = start(Fragile, |b| b.threads(1));
+fn a_panicking_handler_closes_only_its_connection(driver: Driver) {
+    let server = start(Fragile, driver, |b| b.threads(1));
     let mut good = connect(server.addr);
     let mut bad = connect(server.addr);
     bad.write_all(b"boom!").unwrap();
@@ -68,9 +77,8 @@ impl Handler for Lines {
 /// The input limit bounds what a handler leaves unconsumed, not what one
 /// read brings on top of a partial line: 1 MiB of short lines in bulk, with
 /// the default limit, must all be answered.
-#[test]
-fn bulk_lines_are_not_taken_for_an_overlong_line() {
-    let server = start(Lines, |b| b.threads(1));
+fn bulk_lines_are_not_taken_for_an_overlong_line(driver: Driver) {
+    let server = start(Lines, driver, |b| b.threads(1));
     let mut stream = connect(server.addr);
     let line = [b"x".repeat(99), b"\n".to_vec()].concat();
     let data = line.repeat(MIB / line.len());
@@ -82,9 +90,8 @@ fn bulk_lines_are_not_taken_for_an_overlong_line() {
 
 /// `Duration::MAX` is how callers say "no limit"; it must not overflow an
 /// `Instant` inside a loop.
-#[test]
-fn durations_too_long_for_an_instant_mean_no_limit() {
-    let server = start(Echo, |b| {
+fn durations_too_long_for_an_instant_mean_no_limit(driver: Driver) {
+    let server = start(Echo, driver, |b| {
         b.threads(1)
             .idle_timeout(Some(Duration::MAX))
             .shutdown_timeout(Duration::MAX)
@@ -103,8 +110,7 @@ fn durations_too_long_for_an_instant_mean_no_limit() {
 /// default action (for these six: end the process): signal-hook cannot
 /// uninstall its handlers, so the server arms the default actions. Each
 /// check runs in a child process (this test binary, re-run).
-#[test]
-fn handled_signals_after_the_server_is_done_end_the_process() {
+fn handled_signals_after_the_server_is_done_end_the_process(driver: Driver) {
     use rustix::process::{Resource, Rlimit, Signal};
     const CHILD: &str = "EVLOOP_TEST_SIGNAL_CHILD";
     const SIGNALS: [Signal; 6] = [
@@ -117,7 +123,7 @@ fn handled_signals_after_the_server_is_done_end_the_process() {
     ];
     if let Some(index) = std::env::var_os(CHILD) {
         let signal = SIGNALS[index.to_str().unwrap().parse::<usize>().unwrap()];
-        let server = evloop::Server::builder()
+        let server = builder(driver)
             .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
             .threads(1)
             .handle_signals(true)
@@ -139,14 +145,14 @@ fn handled_signals_after_the_server_is_done_end_the_process() {
         std::process::exit(0); // the signal was ignored
     }
     use std::os::unix::process::ExitStatusExt;
+    // This very test, on the same driver, in the child.
+    let test = format!(
+        "handled_signals_after_the_server_is_done_end_the_process::{}",
+        variant(driver)
+    );
     for (index, signal) in SIGNALS.iter().enumerate() {
         let status = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "handled_signals_after_the_server_is_done_end_the_process",
-                "--test-threads",
-                "1",
-            ])
+            .args(["--exact", &test, "--test-threads", "1"])
             .env(CHILD, index.to_string())
             .stdout(std::process::Stdio::null())
             .status()

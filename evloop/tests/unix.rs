@@ -1,7 +1,8 @@
 //! Unix domain stream sockets: echo with two loops in both balance modes
 //! (loop 0 accepts and hands off), unnamed peers, the socket file's life
 //! (a stale one replaced, a live one refused, ours removed at the end, a
-//! successor's left alone), its mode, and Linux's abstract names.
+//! successor's left alone), its mode, and Linux's abstract names — on
+//! each I/O driver.
 
 mod support;
 
@@ -12,23 +13,41 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use evloop::services::Echo;
-use evloop::{Address, Balance, CloseReason, Server, Service};
-use support::{Amount, KIB, MIB, Streamer, connect_unix, per_balance, round_trip, run};
+use evloop::{Address, Balance, CloseReason, Driver, Service};
+use support::{Amount, KIB, MIB, Streamer, builder, connect_unix, round_trip, run, variant};
 use support::{assert_every_loop_worked, shared_machine, shut_down_mid_stream};
+use support::{per_balance_and_driver, per_driver};
 
-per_balance!(
+per_balance_and_driver!(
     two_loops_share_the_connections_of_a_unix_socket,
     shutdown_drains_unix_clients_beside_tcp_ones,
     clients_in_the_backlog_at_shutdown_are_served,
 );
 
-/// A socket path unique to this process and test, removed (if still there)
-/// when dropped.
+per_driver!(
+    a_stale_socket_file_is_replaced,
+    a_live_socket_is_address_in_use,
+    a_successors_socket_file_is_not_removed,
+    a_dropped_server_removes_its_file,
+    the_mode_is_applied_to_the_file,
+    a_duplicate_unix_address_is_refused,
+);
+#[cfg(any(target_os = "linux", target_os = "android"))]
+per_driver!(an_abstract_name_serves_without_a_file);
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+per_driver!(an_abstract_name_is_refused_off_linux);
+
+/// A socket path unique to this process, test and driver (both drivers'
+/// variants of a test run at once), removed (if still there) when dropped.
 struct SocketPath(PathBuf);
 
 impl SocketPath {
-    fn new(test: &str) -> SocketPath {
-        let name = format!("evloop-unix-{}-{test}.sock", std::process::id());
+    fn new(test: &str, driver: Driver) -> SocketPath {
+        let name = format!(
+            "evloop-unix-{}-{test}-{}.sock",
+            std::process::id(),
+            variant(driver)
+        );
         let path = std::env::temp_dir().join(name);
         let _ = std::fs::remove_file(&path);
         SocketPath(path)
@@ -71,11 +90,11 @@ fn assert_echo_works_at(path: &Path) {
 /// connection to the least loaded loop, in both balance modes. Clients held
 /// open together land on both loops; every byte comes back; the peers have
 /// no name.
-fn two_loops_share_the_connections_of_a_unix_socket(balance: Balance) {
+fn two_loops_share_the_connections_of_a_unix_socket(balance: Balance, driver: Driver) {
     let _machine = shared_machine();
-    let path = SocketPath::new(&format!("spread-{balance:?}"));
+    let path = SocketPath::new(&format!("spread-{balance:?}"), driver);
     let peers = PeerLog::default();
-    let server = Server::builder()
+    let server = builder(driver)
         .listen(path.address())
         .threads(2)
         .balance(balance)
@@ -92,8 +111,12 @@ fn two_loops_share_the_connections_of_a_unix_socket(balance: Balance) {
         stream.finish();
     }
     let report = server.stop();
-    assert!(report.is_clean(), "{balance:?}: cut {}", report.cut());
-    assert_every_loop_worked(&report, &format!("{balance:?}"));
+    assert!(
+        report.is_clean(),
+        "{balance:?} {driver:?}: cut {}",
+        report.cut()
+    );
+    assert_every_loop_worked(&report, &format!("{balance:?} {driver:?}"));
     let total = report.total();
     assert_eq!(total.accepted, CLIENTS);
     assert_eq!(total.closed(CloseReason::Peer), CLIENTS);
@@ -106,10 +129,10 @@ fn two_loops_share_the_connections_of_a_unix_socket(balance: Balance) {
 /// Loop 0 hands Unix connections off in `reuseport` mode too, so it must
 /// relay Shutdown after its last hand-off there as well: clients streaming
 /// over a Unix socket and over TCP all finish, nothing is cut.
-fn shutdown_drains_unix_clients_beside_tcp_ones(balance: Balance) {
+fn shutdown_drains_unix_clients_beside_tcp_ones(balance: Balance, driver: Driver) {
     let _machine = shared_machine();
-    let path = SocketPath::new(&format!("drain-{balance:?}"));
-    let server = Server::builder()
+    let path = SocketPath::new(&format!("drain-{balance:?}"), driver);
+    let server = builder(driver)
         .listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
         .listen(path.address())
         .threads(2)
@@ -125,7 +148,11 @@ fn shutdown_drains_unix_clients_beside_tcp_ones(balance: Balance) {
         })
         .collect();
     let report = shut_down_mid_stream(server, streams, BYTES);
-    assert!(report.is_clean(), "{balance:?}: cut {}", report.cut());
+    assert!(
+        report.is_clean(),
+        "{balance:?} {driver:?}: cut {}",
+        report.cut()
+    );
     assert_eq!(report.total().closed(CloseReason::Peer), 8);
     assert!(!path.exists());
 }
@@ -135,9 +162,9 @@ fn shutdown_drains_unix_clients_beside_tcp_ones(balance: Balance) {
 /// hears of the shutdown only after the connections sent to it (relayed by
 /// loop 0 in both modes), so none is dropped by a loop that has already
 /// finished.
-fn clients_in_the_backlog_at_shutdown_are_served(balance: Balance) {
-    let path = SocketPath::new(&format!("backlog-{balance:?}"));
-    let server = Server::builder()
+fn clients_in_the_backlog_at_shutdown_are_served(balance: Balance, driver: Driver) {
+    let path = SocketPath::new(&format!("backlog-{balance:?}"), driver);
+    let server = builder(driver)
         .listen(path.address())
         .threads(4)
         .balance(balance)
@@ -160,17 +187,20 @@ fn clients_in_the_backlog_at_shutdown_are_served(balance: Balance) {
         assert_eq!(echo, format!("client {i}"));
     }
     let report = server.join();
-    assert!(report.is_clean(), "{balance:?}: cut {}", report.cut());
+    assert!(
+        report.is_clean(),
+        "{balance:?} {driver:?}: cut {}",
+        report.cut()
+    );
     assert_eq!(report.total().closed(CloseReason::Peer), 16);
 }
 
 /// A socket file whose server is gone (connecting is refused) is replaced.
-#[test]
-fn a_stale_socket_file_is_replaced() {
-    let path = SocketPath::new("stale");
+fn a_stale_socket_file_is_replaced(driver: Driver) {
+    let path = SocketPath::new("stale", driver);
     drop(UnixListener::bind(&path.0).unwrap()); // std leaves the file
     assert!(path.exists());
-    let server = run(Server::builder()
+    let server = run(builder(driver)
         .listen(path.address())
         .threads(1)
         .build(Echo)
@@ -182,11 +212,10 @@ fn a_stale_socket_file_is_replaced() {
 
 /// A socket a live server listens on is refused, in the one-line style of
 /// TCP, and left working.
-#[test]
-fn a_live_socket_is_address_in_use() {
-    let path = SocketPath::new("live");
+fn a_live_socket_is_address_in_use(driver: Driver) {
+    let path = SocketPath::new("live", driver);
     let live = UnixListener::bind(&path.0).unwrap();
-    let err = Server::builder()
+    let err = builder(driver)
         .listen(path.address())
         .build(Echo)
         .unwrap_err();
@@ -202,11 +231,10 @@ fn a_live_socket_is_address_in_use() {
 
 /// If our file was deleted and a successor bound the same path, stopping
 /// us leaves the successor's file (told apart by device and inode).
-#[test]
-fn a_successors_socket_file_is_not_removed() {
-    let path = SocketPath::new("successor");
+fn a_successors_socket_file_is_not_removed(driver: Driver) {
+    let path = SocketPath::new("successor", driver);
     let build = || {
-        Server::builder()
+        builder(driver)
             .listen(path.address())
             .threads(1)
             .build(Echo)
@@ -223,23 +251,18 @@ fn a_successors_socket_file_is_not_removed() {
 }
 
 /// A server built but never run removes its file when dropped.
-#[test]
-fn a_dropped_server_removes_its_file() {
-    let path = SocketPath::new("dropped");
-    let server = Server::builder()
-        .listen(path.address())
-        .build(Echo)
-        .unwrap();
+fn a_dropped_server_removes_its_file(driver: Driver) {
+    let path = SocketPath::new("dropped", driver);
+    let server = builder(driver).listen(path.address()).build(Echo).unwrap();
     assert!(path.0.symlink_metadata().unwrap().file_type().is_socket());
     drop(server);
     assert!(!path.exists());
 }
 
 /// `unix_mode` sets the file's permission bits (before it listens).
-#[test]
-fn the_mode_is_applied_to_the_file() {
-    let path = SocketPath::new("mode");
-    let server = Server::builder()
+fn the_mode_is_applied_to_the_file(driver: Driver) {
+    let path = SocketPath::new("mode", driver);
+    let server = builder(driver)
         .listen(path.address())
         .unix_mode(0o640)
         .build(Echo)
@@ -247,7 +270,7 @@ fn the_mode_is_applied_to_the_file() {
     let mode = path.0.symlink_metadata().unwrap().permissions().mode();
     assert_eq!(mode & 0o7777, 0o640, "mode {mode:o}");
     drop(server);
-    let err = Server::builder()
+    let err = builder(driver)
         .listen(path.address())
         .unix_mode(0o1777)
         .build(Echo)
@@ -260,10 +283,9 @@ fn the_mode_is_applied_to_the_file() {
 }
 
 /// The same socket twice is refused before anything binds, as TCP is.
-#[test]
-fn a_duplicate_unix_address_is_refused() {
-    let path = SocketPath::new("twice");
-    let err = Server::builder()
+fn a_duplicate_unix_address_is_refused(driver: Driver) {
+    let path = SocketPath::new("twice", driver);
+    let err = builder(driver)
         .listen(path.address())
         .listen(path.address())
         .build(Echo)
@@ -279,18 +301,21 @@ fn a_duplicate_unix_address_is_refused() {
 /// Linux's abstract namespace: no file, echo works, the name is free again
 /// once the server is gone.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-#[test]
-fn an_abstract_name_serves_without_a_file() {
+fn an_abstract_name_serves_without_a_file(driver: Driver) {
     #[cfg(target_os = "android")]
     use std::os::android::net::SocketAddrExt;
     #[cfg(target_os = "linux")]
     use std::os::linux::net::SocketAddrExt;
     use std::os::unix::net::{SocketAddr, UnixStream};
 
-    let name = format!("evloop-unix-{}-abstract", std::process::id());
+    let name = format!(
+        "evloop-unix-{}-abstract-{}",
+        std::process::id(),
+        variant(driver)
+    );
     let address = Address::Abstract(name.clone().into_bytes());
     assert_eq!(address.to_string(), format!("unix:@{name}"));
-    let server = run(Server::builder()
+    let server = run(builder(driver)
         .listen(address.clone())
         .threads(2)
         .build(Echo)
@@ -302,14 +327,13 @@ fn an_abstract_name_serves_without_a_file() {
     drop(client);
     assert!(server.stop().is_clean());
     // Free again: a second server can take the name.
-    drop(Server::builder().listen(address).build(Echo).unwrap());
+    drop(builder(driver).listen(address).build(Echo).unwrap());
 }
 
 /// Elsewhere an abstract name is refused with a clear error.
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-#[test]
-fn an_abstract_name_is_refused_off_linux() {
-    let err = Server::builder()
+fn an_abstract_name_is_refused_off_linux(driver: Driver) {
+    let err = builder(driver)
         .listen(Address::Abstract(b"evloop".to_vec()))
         .build(Echo)
         .unwrap_err();

@@ -1,7 +1,8 @@
 //! Helpers for the library's integration tests (echo, load, faults,
-//! threading): an in-process server, clients that stream a checkable byte
-//! pattern or random bytes in random-size chunks, bounded waits, and
-//! readings of a process's CPU time and memory from `/proc`.
+//! threading): one test per I/O driver and balance mode, an in-process
+//! server, clients that stream a checkable byte pattern or random bytes in
+//! random-size chunks, bounded waits, and readings of a process's CPU time
+//! and memory from `/proc`.
 //!
 //! Also compiled into the binary-level tests (`tests/serve_faults.rs`) with
 //! `#[path]`, so it depends only on `std` and `evloop`.
@@ -16,7 +17,7 @@ use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use evloop::{Report, Server, ServerBuilder, Service, ShutdownHandle};
+use evloop::{Driver, Report, Server, ServerBuilder, Service, ShutdownHandle};
 
 /// The longest any single wait in these tests may take: far above what a
 /// healthy run needs, so that only a real hang reaches it.
@@ -46,6 +47,103 @@ macro_rules! per_balance {
 }
 #[allow(unused_imports)] // each test binary uses its own subset
 pub(crate) use per_balance;
+
+// ---- one test per I/O driver ---------------------------------------------------
+
+/// Instantiates a test `fn name(driver: Driver)` once per I/O driver, as
+/// `name::epoll` (the readiness driver: epoll here, kqueue on the BSDs and
+/// macOS) and `name::uring` (io_uring; skipped, saying why, where it is
+/// unavailable). The readiness driver is named explicitly: `Driver::Auto`
+/// picks io_uring wherever it works, which would leave epoll untested.
+#[allow(unused_macros)] // each test binary uses its own subset
+macro_rules! per_driver {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn epoll() {
+                super::$name(evloop::Driver::Readiness)
+            }
+            #[test]
+            fn uring() {
+                if $crate::support::uring_available() {
+                    super::$name(evloop::Driver::Uring)
+                }
+            }
+        }
+    )*};
+}
+#[allow(unused_imports)] // each test binary uses its own subset
+pub(crate) use per_driver;
+
+/// Instantiates a test `fn name(balance: Balance, driver: Driver)` once per
+/// balance mode and I/O driver, as `name::reuseport_epoll`,
+/// `name::reuseport_uring`, `name::handoff_epoll` and `name::handoff_uring`
+/// (the drivers as in [`per_driver`]).
+#[allow(unused_macros)] // each test binary uses its own subset
+macro_rules! per_balance_and_driver {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn reuseport_epoll() {
+                super::$name(evloop::Balance::ReusePort, evloop::Driver::Readiness)
+            }
+            #[test]
+            fn reuseport_uring() {
+                if $crate::support::uring_available() {
+                    super::$name(evloop::Balance::ReusePort, evloop::Driver::Uring)
+                }
+            }
+            #[test]
+            fn handoff_epoll() {
+                super::$name(evloop::Balance::Handoff, evloop::Driver::Readiness)
+            }
+            #[test]
+            fn handoff_uring() {
+                if $crate::support::uring_available() {
+                    super::$name(evloop::Balance::Handoff, evloop::Driver::Uring)
+                }
+            }
+        }
+    )*};
+}
+#[allow(unused_imports)] // each test binary uses its own subset
+pub(crate) use per_balance_and_driver;
+
+/// Whether io_uring works here. If not, prints the one line that says the
+/// test is skipped and why: a machine without it (an old kernel, a seccomp
+/// profile, `kernel.io_uring_disabled`) still runs every epoll test, and CI
+/// asserts separately that io_uring works there, so nothing hides behind
+/// the skip.
+pub fn uring_available() -> bool {
+    match uring_unavailable() {
+        None => true,
+        Some(why) => {
+            println!("skipped: io_uring unavailable here: {why}");
+            false
+        }
+    }
+}
+
+/// Why io_uring cannot run here, if it cannot: what the library's own probe
+/// (the check `Driver::Auto` makes) met.
+#[cfg(target_os = "linux")]
+fn uring_unavailable() -> Option<String> {
+    evloop::ring::Ring::probe().err().map(|e| e.to_string())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn uring_unavailable() -> Option<String> {
+    Some("io_uring exists on Linux only".into())
+}
+
+/// The name `per_driver` gives a driver's test, for a test that re-runs
+/// itself in a child process with `--exact`.
+pub fn variant(driver: Driver) -> &'static str {
+    match driver {
+        Driver::Uring => "uring",
+        _ => "epoll",
+    }
+}
 
 // ---- sharing the machine ---------------------------------------------------
 
@@ -90,13 +188,27 @@ pub struct TestServer {
     join: Option<JoinHandle<io::Result<Report>>>,
 }
 
-/// Starts `service` on a free loopback port, configured by `configure`.
+/// A server builder whose loops run on `driver`, which must be a concrete
+/// one: `Driver::Auto` would pick io_uring wherever it works, so a test
+/// meant for the readiness driver would silently run on the other.
+#[track_caller]
+pub fn builder(driver: Driver) -> ServerBuilder {
+    assert!(
+        matches!(driver, Driver::Readiness | Driver::Uring),
+        "a test names its driver, not {driver:?}"
+    );
+    Server::builder().io(driver)
+}
+
+/// Starts `service` on a free loopback port, on `driver`, configured by
+/// `configure`.
 #[track_caller]
 pub fn start<S: Service>(
     service: S,
+    driver: Driver,
     configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
 ) -> TestServer {
-    let builder = configure(Server::builder().listen(SocketAddr::from(([127, 0, 0, 1], 0))));
+    let builder = configure(builder(driver).listen(SocketAddr::from(([127, 0, 0, 1], 0))));
     run(builder.build(service).expect("server builds"))
 }
 
