@@ -433,11 +433,14 @@ pub(super) fn retire<H>(c: &mut Completions, conn: &mut Conn<H>, key: usize) -> 
 
 /// Submits what a connection now wants: its output, if no send is in
 /// flight; a receive, if it wants input and none is armed; the receive's
-/// cancel, if it no longer does.
+/// cancel, if it no longer does. Past the buffer budget a receive takes
+/// one buffer at a time, not as many as the kernel can fill: the budget's
+/// overshoot stays one buffer per connection that holds nothing.
 pub(super) fn sync_ops<H>(
     c: &mut Completions,
     conn: &mut Conn<H>,
     key: usize,
+    over_budget: bool,
 ) -> std::io::Result<()> {
     let core = &mut conn.core;
     let token = key as u32;
@@ -449,7 +452,7 @@ pub(super) fn sync_ops<H>(
     }
     if core.wants_read() {
         if !core.flags.has(Flags::RECV_ARMED | Flags::RECV_STARVED) {
-            if core.flags.has(Flags::RECV_ONESHOT) {
+            if core.flags.has(Flags::RECV_ONESHOT) || over_budget {
                 c.ring.recv_once(core.socket.as_fd(), token)?;
             } else {
                 c.ring.recv_multi(core.socket.as_fd(), token)?;
@@ -499,14 +502,7 @@ fn received<H: Handler>(conn: &mut Conn<H>, bytes: &[u8], io: &mut Io<'_>) -> Re
     if conn.core.phase != Phase::Open {
         return Ok(());
     }
-    call(conn, io, |conn, out, env| conn.received(bytes, out, env))?;
-    // Past the server's buffer budget, a connection that holds bytes stops
-    // reading until its output drains or the server is back under budget.
-    if io.over_budget && conn.core.holds_bytes() && !conn.core.flags.has(Flags::PAUSED_BUDGET) {
-        conn.core.flags.set(Flags::PAUSED_BUDGET, true);
-        io.counters.budget_pauses += 1;
-    }
-    Ok(())
+    call(conn, io, |conn, out, env| conn.received(bytes, out, env)).map(drop)
 }
 
 /// After any event: lifts the output pauses once drained, tells a
@@ -516,6 +512,17 @@ fn received<H: Handler>(conn: &mut Conn<H>, bytes: &[u8], io: &mut Io<'_>) -> Re
 fn advance<H: Handler>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Result<Next, Fate> {
     let low = io.env.config.low_watermark;
     conn.core.resume_if_drained(low);
+    // Past the server's buffer budget, a connection that holds bytes stops
+    // reading until its output drains or the server is back under ¾ of it
+    // (as on epoll, where this is looked at before each read).
+    if io.over_budget
+        && conn.core.holds_bytes()
+        && conn.core.phase == Phase::Open
+        && !conn.core.flags.has(Flags::PAUSED_BUDGET)
+    {
+        conn.core.flags.set(Flags::PAUSED_BUDGET, true);
+        io.counters.budget_pauses += 1;
+    }
     let mut budget = io.env.config.read_budget;
     while conn.wants_drain_notice(low) {
         if budget == 0 {

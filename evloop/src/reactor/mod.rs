@@ -449,6 +449,8 @@ impl<S: Service> Reactor<S> {
     /// tells the poller what it wants, arms its deadlines, and ends or
     /// requeues it as `next` says.
     fn settle(&mut self, key: usize, next: Next) {
+        #[cfg(target_os = "linux")]
+        let over_budget = matches!(self.io, LoopIo::Completion(_)) && self.over_budget();
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -466,7 +468,7 @@ impl<S: Service> Reactor<S> {
                 let told = match &mut self.io {
                     LoopIo::Readiness(poller) => update_interest(poller, conn, key),
                     #[cfg(target_os = "linux")]
-                    LoopIo::Completion(c) => completion::sync_ops(c, conn, key),
+                    LoopIo::Completion(c) => completion::sync_ops(c, conn, key, over_budget),
                 };
                 match told {
                     Ok(()) => other,
