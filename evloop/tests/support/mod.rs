@@ -111,13 +111,17 @@ pub(crate) use per_balance_and_driver;
 
 /// Whether io_uring works here. If not, prints the one line that says the
 /// test is skipped and why: a machine without it (an old kernel, a seccomp
-/// profile, `kernel.io_uring_disabled`) still runs every epoll test, and CI
-/// asserts separately that io_uring works there, so nothing hides behind
-/// the skip.
+/// profile, `kernel.io_uring_disabled`) still runs every epoll test. CI
+/// sets `EVLOOP_REQUIRE_URING`, which turns the skip into a failure, so
+/// nothing hides behind it there.
 pub fn uring_available() -> bool {
     match uring_unavailable() {
         None => true,
         Some(why) => {
+            assert!(
+                std::env::var_os("EVLOOP_REQUIRE_URING").is_none(),
+                "io_uring unavailable: {why}"
+            );
             println!("skipped: io_uring unavailable here: {why}");
             false
         }
