@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{LIMIT, ServerProcess, pipe_through, require};
+use common::{Io, LIMIT, ServerProcess, per_driver, pipe_through, require};
 
 /// The line chargen sends `n`-th (from 0): 72 printable characters from the
 /// `n`-th on, wrapping, then CR LF.
@@ -48,12 +48,12 @@ fn settled_rss_kib(pid: u32) -> u64 {
     last
 }
 
+per_driver!(chargen_streams_rotating_lines_to_socat);
 /// socat reads the stream as fast as it goes; the first 1,000 lines (and
 /// more: every line of 74,000 bytes) are the RFC's rotating pattern.
-#[test]
-fn chargen_streams_rotating_lines_to_socat() {
+fn chargen_streams_rotating_lines_to_socat(io: Io) {
     require("socat");
-    let mut server = ServerProcess::start(&["chargen", "--threads", "1"]);
+    let mut server = ServerProcess::start(io, &["chargen", "--threads", "1"]);
     let addr = server.addr;
     let script = format!("socat -u TCP:{addr} STDOUT | head -c 740000");
     let got = pipe_through(Command::new("sh").args(["-c", &script]), b"");
@@ -65,12 +65,12 @@ fn chargen_streams_rotating_lines_to_socat() {
     assert!(server.wait_exit().success(), "{}", server.log_text());
 }
 
+per_driver!(chargen_to_clients_that_never_read_costs_bounded_memory);
 /// Twenty clients that never read cost the server no more than its output
 /// watermark and one chunk each, not what chargen could generate: it
 /// writes only when the output has drained.
-#[test]
-fn chargen_to_clients_that_never_read_costs_bounded_memory() {
-    let mut server = ServerProcess::start(&["chargen", "--threads", "1"]);
+fn chargen_to_clients_that_never_read_costs_bounded_memory(io: Io) {
+    let mut server = ServerProcess::start(io, &["chargen", "--threads", "1"]);
     // The loop starts after the "listening on" line, and what it sets up
     // (io_uring's 4 MiB of receive buffers) is no client's cost: measure
     // from once it serves (a first client gets its line) and is still.
@@ -99,13 +99,13 @@ fn chargen_to_clients_that_never_read_costs_bounded_memory() {
     assert!(server.wait_exit().success(), "{}", server.log_text());
 }
 
+per_driver!(daytime_sends_one_line_then_closes_for_nc_and_socat);
 /// nc and socat each get one line, `Weekday, Month Day, Year HH:MM:SS-UTC`,
 /// and then the end of the stream.
-#[test]
-fn daytime_sends_one_line_then_closes_for_nc_and_socat() {
+fn daytime_sends_one_line_then_closes_for_nc_and_socat(io: Io) {
     require("socat");
     require("nc");
-    let mut server = ServerProcess::start(&["daytime", "--threads", "1"]);
+    let mut server = ServerProcess::start(io, &["daytime", "--threads", "1"]);
     let (host, port) = (server.addr.ip().to_string(), server.addr.port().to_string());
     let by_nc = pipe_through(Command::new("nc").args(["-N", &host, &port]), b"");
     let by_socat = pipe_through(
