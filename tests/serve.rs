@@ -8,7 +8,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::{Io, LIMIT, ServerProcess, per_driver, run_to_exit};
+use common::{Io, LIMIT, ServerProcess, per_driver, run_command_to_exit, run_to_exit};
 
 /// Held by the test that serves the default port, 1815: its variants for
 /// each driver run in parallel, and only one at a time can have it.
@@ -482,5 +482,64 @@ fn max_buffered_takes_human_sizes(io: Io) {
         drop(stream);
         server.signal("TERM");
         assert!(server.wait_exit().success(), "{size}");
+    }
+}
+
+/// `--io` takes auto, epoll (kqueue on BSD) or uring; anything else is a command-line
+/// mistake whose message lists the choices. `EVLOOP_IO` is honoured, and
+/// the option beats it, even an `EVLOOP_IO` that names no driver.
+#[test]
+fn io_option_lists_its_choices_and_beats_evloop_io() {
+    let choices = format!("expected auto, {} or uring", Io::Epoll.name());
+    let (status, stderr, _) = run_to_exit(&["serve", "echo", "--io", "nonsense"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    let problem = format!("evloop: --io 'nonsense': unknown I/O driver \"nonsense\": {choices}");
+    assert_eq!(lines, [&problem, "(see 'evloop serve --help')"], "{stderr}");
+
+    let with_env = |value: &str| {
+        let mut command = common::evloop();
+        command.env("EVLOOP_IO", value);
+        command
+    };
+    let (status, stderr, _) = run_command_to_exit(with_env("nonsense"), &["serve", "echo"]);
+    assert_eq!(status.code(), Some(2), "EVLOOP_IO=nonsense: {stderr}");
+    assert!(
+        stderr.contains("'nonsense'") && stderr.contains(&choices),
+        "{stderr}"
+    );
+
+    // EVLOOP_IO, --io, and the driver the server runs on.
+    let mut cases = vec![
+        (Io::Epoll.name(), None, Io::Epoll),
+        ("uring", Some(Io::Epoll), Io::Epoll),
+        ("nonsense", Some(Io::Epoll), Io::Epoll),
+    ];
+    if Io::Uring.available() {
+        cases.extend([
+            ("uring", None, Io::Uring),
+            (Io::Epoll.name(), Some(Io::Uring), Io::Uring),
+        ]);
+    }
+    for (env, option, runs_on) in cases {
+        let mut args = vec!["echo", "--listen", "127.0.0.1:0"];
+        if let Some(io) = option {
+            args.extend(["--io", io.name()]);
+        }
+        let mut server = ServerProcess::start_exact(with_env(env), &args);
+        let driver = server.wait_for_line("I/O driver: ");
+        assert!(
+            driver.contains(&runs_on.banner()) && !driver.contains("unavailable"),
+            "EVLOOP_IO={env} {args:?}: {driver}"
+        );
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        stream.set_read_timeout(Some(LIMIT)).unwrap();
+        stream.write_all(b"driven").unwrap();
+        let mut back = [0u8; 6];
+        stream.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"driven");
+        drop(stream);
+        server.signal("TERM");
+        assert!(server.wait_exit().success(), "{}", server.log_text());
     }
 }
