@@ -14,35 +14,13 @@ use common::{Io, LIMIT, ServerProcess, per_driver, run_command_to_exit, run_to_e
 /// each driver run in parallel, and only one at a time can have it.
 static PORT_1815: Mutex<()> = Mutex::new(());
 
-/// The listening TCP sockets of a process, from /proc: `(address, port)` pairs.
+/// The addresses of the listening TCP sockets of a process, in /proc's hex.
 fn listening_sockets(pid: u32) -> Vec<String> {
-    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .filter_map(|target| {
-            let target = target.to_string_lossy().into_owned();
-            Some(
-                target
-                    .strip_prefix("socket:[")?
-                    .strip_suffix(']')?
-                    .to_owned(),
-            )
-        })
-        .collect();
-    let mut found = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            // local_address is field 1, state field 3 (0A = LISTEN), inode field 9.
-            if fields.len() > 9 && fields[3] == "0A" && inodes.iter().any(|i| i == fields[9]) {
-                found.push(fields[1].to_owned());
-            }
-        }
-    }
-    found
+    common::tcp_sockets(pid)
+        .into_iter()
+        .filter(|s| s.state == common::TcpSocket::LISTEN)
+        .map(|s| s.local)
+        .collect()
 }
 
 per_driver!(serve_alone_listens_on_loopback_1815_and_nothing_else);

@@ -409,6 +409,63 @@ pub fn run_command_to_exit(mut command: Command, args: &[&str]) -> (ExitStatus, 
     (status, stderr, start.elapsed())
 }
 
+// ---- the server's sockets, from /proc ------------------------------------------
+
+/// A TCP socket of a process, as /proc/net/tcp and tcp6 show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcpSocket {
+    /// The local address, in the kernel's hex (`0100007F:0717`).
+    pub local: String,
+    /// The state, e.g. [`TcpSocket::LISTEN`].
+    pub state: u8,
+    /// For a listener: the connections waiting in its backlog to be
+    /// accepted; otherwise the bytes received and not yet read.
+    pub queued: u64,
+}
+
+impl TcpSocket {
+    pub const LISTEN: u8 = 0x0A;
+}
+
+/// The TCP sockets process `pid` holds (connections waiting in a backlog
+/// are no process's yet: they show as their listener's `queued`).
+pub fn tcp_sockets(pid: u32) -> Vec<TcpSocket> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new(); // it has exited
+    };
+    let inodes: Vec<String> = fds
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let mut found = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            // local_address is field 1, st 3, tx_queue:rx_queue 4, inode 9.
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() > 9 && inodes.iter().any(|i| i == fields[9]) {
+                let queued = fields[4].split(':').nth(1).unwrap_or("0");
+                found.push(TcpSocket {
+                    local: fields[1].to_owned(),
+                    state: u8::from_str_radix(fields[3], 16).unwrap_or(0),
+                    queued: u64::from_str_radix(queued, 16).unwrap_or(0),
+                });
+            }
+        }
+    }
+    found
+}
+
 // ---- real clients ------------------------------------------------------------
 
 /// Fails the test, with what to do, if `tool` is not installed.
