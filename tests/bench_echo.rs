@@ -1,11 +1,16 @@
 //! `evloop bench echo` against in-test echo servers: a faithful one must pass
-//! with no mismatch, a corrupting one must be caught.
+//! with no mismatch, a corrupting one must be caught; and against `evloop
+//! serve echo` on each I/O driver.
+
+mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use common::{Io, ServerProcess, per_driver};
 
 /// The longest a bench run may take here: 300 ms of load plus connecting
 /// and start-up, with a wide margin for a loaded machine.
@@ -105,6 +110,34 @@ fn a_faithful_server_passes_with_no_mismatch() {
     assert!(json_number(&stdout, "requests") > 0.0, "{stdout}");
     assert_eq!(json_number(&stdout, "mismatches"), 0.0, "{stdout}");
     assert_eq!(json_number(&stdout, "connected"), 4.0, "{stdout}");
+}
+
+per_driver!(evloop_serve_echo_passes_with_no_mismatch);
+/// The program measuring itself: pipelined requests larger than one
+/// io_uring receive buffer (4 KiB) from 8 connections, every byte checked.
+fn evloop_serve_echo_passes_with_no_mismatch(io: Io) {
+    let mut server = ServerProcess::start(io, &["echo", "--threads", "2"]);
+    let output = bench_echo(
+        server.addr,
+        &[
+            "--connections",
+            "8",
+            "--size",
+            "10000",
+            "--pipeline",
+            "4",
+            "--json",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(json_number(&stdout, "requests") > 0.0, "{stdout}");
+    assert_eq!(json_number(&stdout, "mismatches"), 0.0, "{stdout}");
+    assert_eq!(json_number(&stdout, "connected"), 8.0, "{stdout}");
+    server.signal("TERM");
+    let status = server.wait_exit();
+    assert!(status.success(), "{status}\n{}", server.log_text());
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{LIMIT, ServerProcess, Stderr};
+use common::{Io, LIMIT, ServerProcess, Stderr, per_driver};
 
 /// Clients in the tests where the log is closed.
 const CLIENTS: usize = 30;
@@ -66,9 +66,9 @@ fn wait_until_refused(addr: SocketAddr) {
     }
 }
 
-#[test]
-fn issue_8_a_closed_log_pipe_does_not_stop_the_log_service() {
-    let mut server = ServerProcess::start_with_stderr(&["log"], Stderr::CloseAfterListening);
+per_driver!(issue_8_a_closed_log_pipe_does_not_stop_the_log_service);
+fn issue_8_a_closed_log_pipe_does_not_stop_the_log_service(io: Io) {
+    let mut server = ServerProcess::start_with_stderr(io, &["log"], Stderr::CloseAfterListening);
     // Every connection is logged (connect, read, disconnect) into the
     // closed pipe, and each is still served to its end.
     let clients: Vec<_> = (0..CLIENTS)
@@ -89,9 +89,9 @@ fn issue_8_a_closed_log_pipe_does_not_stop_the_log_service() {
     assert_eq!(status.code(), Some(0), "{status}");
 }
 
-#[test]
-fn issue_8_a_closed_log_pipe_does_not_cut_the_drain() {
-    let mut server = ServerProcess::start_with_stderr(&["echo"], Stderr::CloseAfterListening);
+per_driver!(issue_8_a_closed_log_pipe_does_not_cut_the_drain);
+fn issue_8_a_closed_log_pipe_does_not_cut_the_drain(io: Io) {
+    let mut server = ServerProcess::start_with_stderr(io, &["echo"], Stderr::CloseAfterListening);
     let mut clients: Vec<TcpStream> = (0..CLIENTS).map(|_| connect(server.addr)).collect();
     for client in &mut clients {
         assert_echoes(client, b"before");
@@ -124,10 +124,11 @@ fn flood_the_log(addr: SocketAddr) {
     }
 }
 
-#[test]
-fn issue_8_a_log_nobody_reads_slows_neither_serving_nor_exit() {
+per_driver!(issue_8_a_log_nobody_reads_slows_neither_serving_nor_exit);
+fn issue_8_a_log_nobody_reads_slows_neither_serving_nor_exit(io: Io) {
     let (_resume, paused) = mpsc::channel();
     let mut server = ServerProcess::start_with_stderr(
+        io,
         &["log", "--hexdump"],
         Stderr::PauseAfterListening(paused),
     );
@@ -146,10 +147,11 @@ fn issue_8_a_log_nobody_reads_slows_neither_serving_nor_exit() {
     );
 }
 
-#[test]
-fn issue_8_lines_dropped_while_the_log_stalled_are_counted_at_exit() {
+per_driver!(issue_8_lines_dropped_while_the_log_stalled_are_counted_at_exit);
+fn issue_8_lines_dropped_while_the_log_stalled_are_counted_at_exit(io: Io) {
     let (resume, paused) = mpsc::channel();
     let mut server = ServerProcess::start_with_stderr(
+        io,
         &["log", "--hexdump"],
         Stderr::PauseAfterListening(paused),
     );

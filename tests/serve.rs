@@ -5,48 +5,34 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use common::{LIMIT, ServerProcess, run_to_exit};
+use common::{Io, LIMIT, ServerProcess, per_driver, run_command_to_exit, run_to_exit};
 
-/// The listening TCP sockets of a process, from /proc: `(address, port)` pairs.
+/// Held by the test that serves the default port, 1815: its variants for
+/// each driver run in parallel, and only one at a time can have it.
+static PORT_1815: Mutex<()> = Mutex::new(());
+
+/// The addresses of the listening TCP sockets of a process, in /proc's hex.
 fn listening_sockets(pid: u32) -> Vec<String> {
-    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .filter_map(|target| {
-            let target = target.to_string_lossy().into_owned();
-            Some(
-                target
-                    .strip_prefix("socket:[")?
-                    .strip_suffix(']')?
-                    .to_owned(),
-            )
-        })
-        .collect();
-    let mut found = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            // local_address is field 1, state field 3 (0A = LISTEN), inode field 9.
-            if fields.len() > 9 && fields[3] == "0A" && inodes.iter().any(|i| i == fields[9]) {
-                found.push(fields[1].to_owned());
-            }
-        }
-    }
-    found
+    common::tcp_sockets(pid)
+        .into_iter()
+        .filter(|s| s.state == common::TcpSocket::LISTEN)
+        .map(|s| s.local)
+        .collect()
 }
 
-#[test]
-fn serve_alone_listens_on_loopback_1815_and_nothing_else() {
+per_driver!(serve_alone_listens_on_loopback_1815_and_nothing_else);
+fn serve_alone_listens_on_loopback_1815_and_nothing_else(io: Io) {
+    let _port = PORT_1815.lock().unwrap_or_else(|e| e.into_inner());
     if TcpListener::bind("127.0.0.1:1815").is_err() {
         eprintln!("port 1815 is taken on this machine; cannot check the default");
         return;
     }
-    let mut server = ServerProcess::start_exact(common::evloop(), &[]);
+    // No service, no address: only the driver, which a test always names.
+    let mut server = ServerProcess::start_exact(common::evloop(), &["--io", io.name()]);
+    server.wait_for_line(&io.banner());
     assert_eq!(server.addr.to_string(), "127.0.0.1:1815");
     // 127.0.0.1 is 0100007F in /proc's little-endian hex; 1815 is 0717.
     // Each loop has its own SO_REUSEPORT socket: one address, maybe several sockets.
@@ -64,11 +50,12 @@ fn serve_alone_listens_on_loopback_1815_and_nothing_else() {
     assert!(server.wait_exit().success());
 }
 
-#[test]
-fn address_in_use_is_refused_at_once_with_its_name() {
+per_driver!(address_in_use_is_refused_at_once_with_its_name);
+fn address_in_use_is_refused_at_once_with_its_name(io: Io) {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let (status, stderr, took) = run_to_exit(&["serve", "echo", "--listen", &addr]);
+    let (status, stderr, took) =
+        run_to_exit(&["serve", "echo", "--listen", &addr, "--io", io.name()]);
     assert!(!status.success());
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
     assert!(
@@ -78,13 +65,14 @@ fn address_in_use_is_refused_at_once_with_its_name() {
     assert!(took < Duration::from_secs(5));
 }
 
+per_driver!(a_second_instance_is_refused_not_let_into_the_group);
 /// Pitfall 12: a second evloop on a port another one serves must not join
 /// its SO_REUSEPORT group and take part of the traffic, whatever its
 /// threads and balance mode; it is refused like any address in use.
-#[test]
-fn a_second_instance_is_refused_not_let_into_the_group() {
+fn a_second_instance_is_refused_not_let_into_the_group(io: Io) {
     for first_balance in ["reuseport", "handoff"] {
-        let running = ServerProcess::start(&["echo", "--threads", "2", "--balance", first_balance]);
+        let running =
+            ServerProcess::start(io, &["echo", "--threads", "2", "--balance", first_balance]);
         let addr = running.addr.to_string();
         for (threads, balance) in [("2", "reuseport"), ("2", "handoff"), ("1", "reuseport")] {
             let args = [
@@ -96,6 +84,8 @@ fn a_second_instance_is_refused_not_let_into_the_group() {
                 threads,
                 "--balance",
                 balance,
+                "--io",
+                io.name(),
             ];
             let (status, stderr, _) = run_to_exit(&args);
             assert_eq!(
@@ -111,14 +101,16 @@ fn a_second_instance_is_refused_not_let_into_the_group() {
     }
 }
 
-#[test]
-fn the_same_address_twice_is_refused_as_such() {
+per_driver!(the_same_address_twice_is_refused_as_such);
+fn the_same_address_twice_is_refused_as_such(io: Io) {
     let (status, stderr, _) = run_to_exit(&[
         "serve",
         "--listen",
         "127.0.0.1:0",
         "--listen",
         "127.0.0.1:0",
+        "--io",
+        io.name(),
     ]);
     assert!(!status.success());
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
@@ -152,10 +144,10 @@ fn bad_duration_is_refused_with_a_reason() {
     assert!(stderr.contains("'5': a duration needs a unit"), "{stderr}");
 }
 
+per_driver!(privileged_port_without_rights_is_refused_clearly);
 /// A privileged port without the rights to bind it: run as `nobody` when the
 /// tests run as root (setpriv drops the rights), else as the user itself.
-#[test]
-fn privileged_port_without_rights_is_refused_clearly() {
+fn privileged_port_without_rights_is_refused_clearly(io: Io) {
     let is_root = std::fs::read_to_string("/proc/self/status")
         .unwrap()
         .lines()
@@ -185,7 +177,15 @@ fn privileged_port_without_rights_is_refused_clearly() {
         return;
     }
     let output = command
-        .args(["serve", "echo", "--listen", "127.0.0.1:1"])
+        .env_remove("EVLOOP_IO")
+        .args([
+            "serve",
+            "echo",
+            "--listen",
+            "127.0.0.1:1",
+            "--io",
+            io.name(),
+        ])
         .output();
     let Ok(output) = output else {
         eprintln!("setpriv is not available; cannot drop privileges");
@@ -199,21 +199,40 @@ fn privileged_port_without_rights_is_refused_clearly() {
     );
 }
 
+/// The N of each `read N bytes` line the log service printed for `peer`.
+fn reads_of(log: &[String], peer: &str) -> Vec<usize> {
+    let prefix = format!("{peer}: read ");
+    log.iter()
+        .filter_map(|l| l.split_once(&prefix))
+        .map(|(_, n)| n.trim_end_matches(" bytes").parse().unwrap())
+        .collect()
+}
+
+per_driver!(log_service_prints_connect_each_read_and_disconnect);
 /// The seed's behaviour: a connect line and a disconnect line naming the
-/// peer's ip:port, and one `read N bytes` per read with the true N.
-#[test]
-fn log_service_prints_connect_each_read_and_disconnect() {
-    let mut server = ServerProcess::start(&["log"]);
+/// peer's ip:port, and one `read N bytes` per read with the true N. Each
+/// message is logged before the next is sent. One of up to 4 KiB is one
+/// read (loopback delivers it whole); a larger one may take several reads,
+/// as with io_uring's 4 KiB receive buffers: their Ns add up to exactly
+/// what was sent.
+fn log_service_prints_connect_each_read_and_disconnect(io: Io) {
+    let mut server = ServerProcess::start(io, &["log"]);
     let mut stream = TcpStream::connect(server.addr).unwrap();
     stream.set_read_timeout(Some(LIMIT)).unwrap();
     let peer = stream.local_addr().unwrap().to_string();
     server.wait_for_line(&format!("connect {peer}"));
-    let sizes = [1usize, 17, 1000, 4096, 30_000];
-    for (i, size) in sizes.iter().enumerate() {
+    let small = [1usize, 17, 1000, 4096];
+    for (i, size) in small.iter().enumerate() {
         stream.write_all(&vec![b'a' + i as u8; *size]).unwrap();
         // One message per read: wait until it is logged before sending the next.
         server.wait_for_line(&format!("{peer}: read {size} bytes"));
     }
+    let large = 30_000;
+    let sent = small.iter().sum::<usize>() + large;
+    stream.write_all(&vec![b'z'; large]).unwrap();
+    server.wait_for_log("the large message's reads", |log| {
+        reads_of(log, &peer).iter().sum::<usize>() >= sent
+    });
     stream.shutdown(Shutdown::Write).unwrap();
     let mut rest = Vec::new();
     stream.read_to_end(&mut rest).unwrap();
@@ -221,20 +240,22 @@ fn log_service_prints_connect_each_read_and_disconnect() {
     server.wait_for_line(&format!("disconnect {peer}"));
     server.signal("TERM");
     assert!(server.wait_exit().success());
-    let reads: Vec<usize> = server
-        .log
-        .iter()
-        .filter(|l| l.contains(&format!("{peer}: read ")))
-        .map(|l| {
-            l.rsplit("read ")
-                .next()
-                .unwrap()
-                .trim_end_matches(" bytes")
-                .parse()
-                .unwrap()
-        })
-        .collect();
-    assert_eq!(reads, sizes, "exactly one line per read, with the true N");
+    let reads = reads_of(&server.log, &peer);
+    assert_eq!(
+        reads[..small.len()],
+        small,
+        "exactly one line per small message, with its N: {reads:?}"
+    );
+    let large_reads = &reads[small.len()..];
+    assert!(
+        !large_reads.contains(&0),
+        "a read of 0 bytes logged: {reads:?}"
+    );
+    assert_eq!(
+        large_reads.iter().sum::<usize>(),
+        large,
+        "the large message's reads add up to what was sent: {reads:?}"
+    );
     assert_eq!(
         server
             .log
@@ -245,9 +266,9 @@ fn log_service_prints_connect_each_read_and_disconnect() {
     );
 }
 
-#[test]
-fn hexdump_shows_the_bytes() {
-    let mut server = ServerProcess::start(&["log", "--hexdump"]);
+per_driver!(hexdump_shows_the_bytes);
+fn hexdump_shows_the_bytes(io: Io) {
+    let mut server = ServerProcess::start(io, &["log", "--hexdump"]);
     let mut stream = TcpStream::connect(server.addr).unwrap();
     stream.write_all(b"GET / HTTP/1.0\r\n").unwrap();
     server.wait_for_line("read 16 bytes");
@@ -255,19 +276,21 @@ fn hexdump_shows_the_bytes() {
     server.wait_for_line("|GET / HTTP/1.0..|");
 }
 
-#[test]
-fn ctrl_c_with_no_clients_exits_zero_promptly() {
-    let mut server = ServerProcess::start(&["echo"]);
+per_driver!(ctrl_c_with_no_clients_exits_zero_promptly);
+fn ctrl_c_with_no_clients_exits_zero_promptly(io: Io) {
+    let mut server = ServerProcess::start(io, &["echo"]);
     let started = std::time::Instant::now();
     server.signal("INT");
     assert!(server.wait_exit().success());
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
-#[test]
-fn several_listen_addresses_are_all_served() {
-    let mut server =
-        ServerProcess::start(&["echo", "--listen", "127.0.0.1:0", "--listen", "127.0.0.2:0"]);
+per_driver!(several_listen_addresses_are_all_served);
+fn several_listen_addresses_are_all_served(io: Io) {
+    let mut server = ServerProcess::start(
+        io,
+        &["echo", "--listen", "127.0.0.1:0", "--listen", "127.0.0.2:0"],
+    );
     let second = server.wait_for_line("listening on 127.0.0.2:");
     let second = second
         .rsplit("listening on ")
@@ -405,16 +428,16 @@ fn issue_8_more_loops_than_descriptors_allow_are_refused_with_the_reason() {
     );
 }
 
+per_driver!(issue_8_an_ipv6_address_with_a_named_scope_is_served);
 /// An IPv6 address with its interface named, as link-local addresses need:
 /// on ::1 the kernel accepts (and ignores) the scope, so it can be served
 /// here; fe80:: addresses depend on the machine's interfaces.
-#[test]
-fn issue_8_an_ipv6_address_with_a_named_scope_is_served() {
+fn issue_8_an_ipv6_address_with_a_named_scope_is_served(io: Io) {
     if TcpListener::bind("[::1]:0").is_err() {
         eprintln!("no IPv6 loopback on this machine; cannot test");
         return;
     }
-    let server = ServerProcess::start(&["echo", "--listen", "[::1%lo]:0"]);
+    let server = ServerProcess::start(io, &["echo", "--listen", "[::1%lo]:0"]);
     assert!(server.addr.is_ipv6(), "{}", server.addr);
     let mut stream = TcpStream::connect(server.addr).unwrap();
     stream.set_read_timeout(Some(LIMIT)).unwrap();
@@ -424,10 +447,10 @@ fn issue_8_an_ipv6_address_with_a_named_scope_is_served() {
     assert_eq!(&back, b"scoped");
 }
 
-#[test]
-fn max_buffered_takes_human_sizes() {
+per_driver!(max_buffered_takes_human_sizes);
+fn max_buffered_takes_human_sizes(io: Io) {
     for size in ["64KiB", "65536", "64MiB", "64M", "1GiB"] {
-        let mut server = ServerProcess::start(&["echo", "--max-buffered", size]);
+        let mut server = ServerProcess::start(io, &["echo", "--max-buffered", size]);
         let mut stream = TcpStream::connect(server.addr).unwrap();
         stream.set_read_timeout(Some(LIMIT)).unwrap();
         stream.write_all(b"sized").unwrap();
@@ -437,5 +460,64 @@ fn max_buffered_takes_human_sizes() {
         drop(stream);
         server.signal("TERM");
         assert!(server.wait_exit().success(), "{size}");
+    }
+}
+
+/// `--io` takes auto, epoll (kqueue on BSD) or uring; anything else is a command-line
+/// mistake whose message lists the choices. `EVLOOP_IO` is honoured, and
+/// the option beats it, even an `EVLOOP_IO` that names no driver.
+#[test]
+fn io_option_lists_its_choices_and_beats_evloop_io() {
+    let choices = format!("expected auto, {} or uring", Io::Epoll.name());
+    let (status, stderr, _) = run_to_exit(&["serve", "echo", "--io", "nonsense"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    let problem = format!("evloop: --io 'nonsense': unknown I/O driver \"nonsense\": {choices}");
+    assert_eq!(lines, [&problem, "(see 'evloop serve --help')"], "{stderr}");
+
+    let with_env = |value: &str| {
+        let mut command = common::evloop();
+        command.env("EVLOOP_IO", value);
+        command
+    };
+    let (status, stderr, _) = run_command_to_exit(with_env("nonsense"), &["serve", "echo"]);
+    assert_eq!(status.code(), Some(2), "EVLOOP_IO=nonsense: {stderr}");
+    assert!(
+        stderr.contains("'nonsense'") && stderr.contains(&choices),
+        "{stderr}"
+    );
+
+    // EVLOOP_IO, --io, and the driver the server runs on.
+    let mut cases = vec![
+        (Io::Epoll.name(), None, Io::Epoll),
+        ("uring", Some(Io::Epoll), Io::Epoll),
+        ("nonsense", Some(Io::Epoll), Io::Epoll),
+    ];
+    if Io::Uring.available() {
+        cases.extend([
+            ("uring", None, Io::Uring),
+            (Io::Epoll.name(), Some(Io::Uring), Io::Uring),
+        ]);
+    }
+    for (env, option, runs_on) in cases {
+        let mut args = vec!["echo", "--listen", "127.0.0.1:0"];
+        if let Some(io) = option {
+            args.extend(["--io", io.name()]);
+        }
+        let mut server = ServerProcess::start_exact(with_env(env), &args);
+        let driver = server.wait_for_line("I/O driver: ");
+        assert!(
+            driver.contains(&runs_on.banner()) && !driver.contains("unavailable"),
+            "EVLOOP_IO={env} {args:?}: {driver}"
+        );
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        stream.set_read_timeout(Some(LIMIT)).unwrap();
+        stream.write_all(b"driven").unwrap();
+        let mut back = [0u8; 6];
+        stream.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"driven");
+        drop(stream);
+        server.signal("TERM");
+        assert!(server.wait_exit().success(), "{}", server.log_text());
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::ServerProcess;
+use common::{Io, ServerProcess, per_driver};
 use support::{
     Amount, KIB, LIMIT, MIB, Streamer, assert_echo_works, connect, round_trip, shared_machine,
     wait_for_close, wait_until,
@@ -25,9 +25,9 @@ use support::{
 /// served after the first) nor counts as a second shutdown request (the
 /// drain goes on, and ends with exit 0 once the connection closes).
 #[track_caller]
-fn logs_and_keeps_serving(signal: &str, says: &str) {
+fn logs_and_keeps_serving(io: Io, signal: &str, says: &str) {
     let _machine = shared_machine();
-    let mut serve = ServerProcess::start(&["echo", "--threads", "2"]);
+    let mut serve = ServerProcess::start(io, &["echo", "--threads", "2"]);
     let mut open = connect(serve.addr);
     round_trip(&mut open, b"before the signal");
     let line = format!("SIG{signal} received: {says}; still serving");
@@ -55,31 +55,31 @@ fn logs_and_keeps_serving(signal: &str, says: &str) {
     );
 }
 
+per_driver!(sighup_logs_nothing_to_reload_and_keeps_serving);
 /// nginx reloads its configuration on SIGHUP; evloop has none to reload.
-#[test]
-fn sighup_logs_nothing_to_reload_and_keeps_serving() {
-    logs_and_keeps_serving("HUP", "nothing to reload (not supported yet)");
+fn sighup_logs_nothing_to_reload_and_keeps_serving(io: Io) {
+    logs_and_keeps_serving(io, "HUP", "nothing to reload (not supported yet)");
 }
 
+per_driver!(sigusr1_logs_nothing_to_reopen_and_keeps_serving);
 /// nginx reopens its log files on SIGUSR1; evloop opens none.
-#[test]
-fn sigusr1_logs_nothing_to_reopen_and_keeps_serving() {
-    logs_and_keeps_serving("USR1", "nothing to reopen (evloop opens no log files)");
+fn sigusr1_logs_nothing_to_reopen_and_keeps_serving(io: Io) {
+    logs_and_keeps_serving(io, "USR1", "nothing to reopen (evloop opens no log files)");
 }
 
+per_driver!(sigusr2_logs_no_binary_upgrade_and_keeps_serving);
 /// nginx upgrades its binary on SIGUSR2; evloop cannot yet.
-#[test]
-fn sigusr2_logs_no_binary_upgrade_and_keeps_serving() {
-    logs_and_keeps_serving("USR2", "no binary upgrade (not supported yet)");
+fn sigusr2_logs_no_binary_upgrade_and_keeps_serving(io: Io) {
+    logs_and_keeps_serving(io, "USR2", "no binary upgrade (not supported yet)");
 }
 
+per_driver!(sigquit_drains_every_stream);
 /// SIGQUIT, nginx's graceful shutdown, while 4 clients stream 1 MiB each:
 /// the log names the signal and the drain, every client gets all its bytes
 /// back, the server exits 0.
-#[test]
-fn sigquit_drains_every_stream() {
+fn sigquit_drains_every_stream(io: Io) {
     let _machine = shared_machine();
-    let mut serve = ServerProcess::start(&["echo", "--threads", "2"]);
+    let mut serve = ServerProcess::start(io, &["echo", "--threads", "2"]);
     const BYTES: u64 = MIB as u64;
     const HOLD_AT: u64 = 256 * KIB as u64;
     // The writers pause mid-stream until the drain has begun.
@@ -105,13 +105,13 @@ fn sigquit_drains_every_stream() {
     assert_eq!(status.code(), Some(0), "{status}\n{}", serve.log_text());
 }
 
+per_driver!(sigquit_after_sigterm_cuts_connections_at_once);
 /// SIGQUIT after SIGTERM is a second shutdown request: the open connection
 /// is cut at once and the server exits 1, without waiting for the shutdown
 /// timeout (30 s).
-#[test]
-fn sigquit_after_sigterm_cuts_connections_at_once() {
+fn sigquit_after_sigterm_cuts_connections_at_once(io: Io) {
     let _machine = shared_machine();
-    let mut serve = ServerProcess::start(&["echo", "--threads", "2"]);
+    let mut serve = ServerProcess::start(io, &["echo", "--threads", "2"]);
     let mut open = connect(serve.addr);
     round_trip(&mut open, b"open");
     serve.signal("TERM");

@@ -9,15 +9,19 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{ServerProcess, pipe_through, require, run_to_exit};
+use common::{Io, ServerProcess, per_driver, pipe_through, require, run_to_exit};
 
-/// A socket path unique to this process and test, removed (if still there)
+/// A socket path unique to this process, test and driver, removed (if still there)
 /// when dropped.
 struct SocketPath(PathBuf);
 
 impl SocketPath {
-    fn new(test: &str) -> SocketPath {
-        let name = format!("evloop-cli-{}-{test}.sock", std::process::id());
+    fn new(test: &str, io: Io) -> SocketPath {
+        let name = format!(
+            "evloop-cli-{}-{test}-{}.sock",
+            std::process::id(),
+            io.name()
+        );
         let path = std::env::temp_dir().join(name);
         let _ = std::fs::remove_file(&path);
         SocketPath(path)
@@ -40,23 +44,26 @@ fn payload(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
 }
 
+per_driver!(serve_echo_on_a_unix_socket_for_socat_and_nc);
 /// The whole life of a Unix socket server with real clients: the listening
 /// line, the mode, 1 MiB through socat and 256 KiB through nc byte for
 /// byte, then SIGTERM: clean exit, file gone.
-#[test]
-fn serve_echo_on_a_unix_socket_for_socat_and_nc() {
+fn serve_echo_on_a_unix_socket_for_socat_and_nc(io: Io) {
     require("socat");
     require("nc");
-    let path = SocketPath::new("echo");
-    let mut server = ServerProcess::start(&[
-        "echo",
-        "--listen",
-        &path.arg(),
-        "--unix-mode",
-        "0660",
-        "--threads",
-        "2",
-    ]);
+    let path = SocketPath::new("echo", io);
+    let mut server = ServerProcess::start(
+        io,
+        &[
+            "echo",
+            "--listen",
+            &path.arg(),
+            "--unix-mode",
+            "0660",
+            "--threads",
+            "2",
+        ],
+    );
     assert_eq!(server.listening.to_string(), path.arg());
     let mode = std::fs::metadata(&path.0).unwrap().permissions().mode();
     assert_eq!(mode & 0o7777, 0o660, "mode {mode:o}");
@@ -96,11 +103,11 @@ fn serve_echo_on_a_unix_socket_for_socat_and_nc() {
     assert!(!path.0.exists(), "the socket file outlived the server");
 }
 
+per_driver!(bench_echo_over_a_unix_socket_passes);
 /// `evloop bench echo --target unix:PATH` against `evloop serve echo`.
-#[test]
-fn bench_echo_over_a_unix_socket_passes() {
-    let path = SocketPath::new("bench");
-    let mut server = ServerProcess::start(&["echo", "--listen", &path.arg(), "--threads", "2"]);
+fn bench_echo_over_a_unix_socket_passes(io: Io) {
+    let path = SocketPath::new("bench", io);
+    let mut server = ServerProcess::start(io, &["echo", "--listen", &path.arg(), "--threads", "2"]);
     let output = Command::new(env!("CARGO_BIN_EXE_evloop"))
         .args(["bench", "echo", "--target", &path.arg()])
         .args([
@@ -131,13 +138,14 @@ fn bench_echo_over_a_unix_socket_passes() {
     assert!(server.wait_exit().success());
 }
 
+per_driver!(a_live_socket_and_bad_modes_are_refused);
 /// A second server on a live socket is refused in one line; bad modes are
 /// command-line mistakes (exit 2).
-#[test]
-fn a_live_socket_and_bad_modes_are_refused() {
-    let path = SocketPath::new("refused");
-    let mut server = ServerProcess::start(&["echo", "--listen", &path.arg()]);
-    let (status, stderr, _) = run_to_exit(&["serve", "echo", "--listen", &path.arg()]);
+fn a_live_socket_and_bad_modes_are_refused(io: Io) {
+    let path = SocketPath::new("refused", io);
+    let mut server = ServerProcess::start(io, &["echo", "--listen", &path.arg()]);
+    let (status, stderr, _) =
+        run_to_exit(&["serve", "echo", "--listen", &path.arg(), "--io", io.name()]);
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert_eq!(
         stderr.trim_end(),

@@ -1,10 +1,12 @@
 //! Helpers for tests that run the `evloop` binary: start it on a random
-//! loopback port, read its log, signal it, and always end it.
-#![allow(dead_code)] // each test binary uses its own subset
+//! loopback port on the I/O driver a test names, read its log, signal it,
+//! and always end it.
+#![allow(dead_code, unused_macros)] // each test binary uses its own subset
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -13,18 +15,108 @@ use evloop::Address;
 /// The longest any single wait in a test may take.
 pub const LIMIT: Duration = Duration::from_secs(20);
 
+/// The program, without an `EVLOOP_IO` the tests were run with: the
+/// driver is always the one a test names.
 pub fn evloop() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_evloop"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_evloop"));
+    command.env_remove("EVLOOP_IO");
+    command
 }
 
 /// `evloop` under `prlimit --nofile=N:N`, for [`ServerProcess::start_with`].
 pub fn evloop_with_nofile(nofile: u32) -> Command {
     let mut command = Command::new("prlimit");
     command
+        .env_remove("EVLOOP_IO")
         .arg(format!("--nofile={nofile}:{nofile}"))
         .arg(env!("CARGO_BIN_EXE_evloop"));
     command
 }
+
+// ---- I/O drivers ---------------------------------------------------------------
+
+/// The I/O driver a test runs the server on, always named with `--io`
+/// (never left to `auto`, which would test whichever this machine has).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Io {
+    /// The readiness queue: epoll (kqueue on BSD and macOS).
+    Epoll,
+    Uring,
+}
+
+impl Io {
+    /// The value of `--io`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Io::Epoll => evloop::poll::BACKEND,
+            Io::Uring => "uring",
+        }
+    }
+
+    /// How the server's start-up line names the driver it runs on
+    /// (`I/O driver: epoll`, `I/O driver: io_uring (...)`).
+    pub fn banner(self) -> String {
+        match self {
+            Io::Epoll => format!("I/O driver: {}", evloop::poll::BACKEND),
+            Io::Uring => "I/O driver: io_uring".to_owned(),
+        }
+    }
+
+    /// Whether the driver works here. io_uring may not (disabled by
+    /// sysctl, forbidden by seccomp, an old kernel, not Linux): then this
+    /// prints `skipped: io_uring unavailable here` with the reason.
+    pub fn available(self) -> bool {
+        static URING: OnceLock<Result<(), String>> = OnceLock::new();
+        if self == Io::Epoll {
+            return true;
+        }
+        match URING.get_or_init(probe_uring) {
+            Ok(()) => true,
+            Err(why) => {
+                eprintln!("skipped: io_uring unavailable here ({why})");
+                false
+            }
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn probe_uring() -> Result<(), String> {
+    evloop::ring::Ring::probe()
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn probe_uring() -> Result<(), String> {
+    Err("Linux only".to_owned())
+}
+
+/// Makes each `fn NAME(io: Io)` named two tests, `NAME::epoll` and
+/// `NAME::uring`, which call it with [`Io::Epoll`] and [`Io::Uring`]; the
+/// uring one skips (passes, saying so) where io_uring is unavailable. Put
+/// `per_driver!(NAME);` just above the function and its doc comment; the
+/// function stays an ordinary one (a module and a function may share a
+/// name).
+macro_rules! per_driver {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn epoll() {
+                super::$name($crate::common::Io::Epoll);
+            }
+
+            #[test]
+            fn uring() {
+                if $crate::common::Io::Uring.available() {
+                    super::$name($crate::common::Io::Uring);
+                }
+            }
+        }
+    )+};
+}
+#[allow(unused_imports)] // cli_docs starts no server
+pub(crate) use per_driver;
 
 /// What the test does with the server's standard error after its
 /// "listening on" line.
@@ -51,33 +143,57 @@ pub struct ServerProcess {
     pub log: Vec<String>,
 }
 
+/// `ARGS --io DRIVER`, with `--listen 127.0.0.1:0` unless ARGS has a `--listen`.
+fn with_io<'a>(io: Io, args: &[&'a str]) -> Vec<&'a str> {
+    let mut args = args.to_vec();
+    assert!(!args.contains(&"--io"), "the driver is the io argument");
+    args.extend(["--io", io.name()]);
+    if !args.contains(&"--listen") {
+        args.extend(["--listen", "127.0.0.1:0"]);
+    }
+    args
+}
+
 impl ServerProcess {
-    /// Starts `evloop serve ARGS --listen 127.0.0.1:0` (unless ARGS has a
-    /// `--listen`) and waits for its "listening on" line.
+    /// Starts `evloop serve ARGS --io DRIVER --listen 127.0.0.1:0` (no
+    /// `--listen` added if ARGS has one), waits for its "listening on"
+    /// line, and checks that it runs on the driver asked for.
     #[track_caller]
-    pub fn start(args: &[&str]) -> ServerProcess {
-        Self::start_with(evloop(), args)
+    pub fn start(io: Io, args: &[&str]) -> ServerProcess {
+        Self::start_with(io, evloop(), args)
     }
 
     /// Like [`start`](Self::start), with a prepared command (e.g. under `prlimit`).
     #[track_caller]
-    pub fn start_with(command: Command, args: &[&str]) -> ServerProcess {
-        let mut args = args.to_vec();
-        if !args.contains(&"--listen") {
-            args.extend(["--listen", "127.0.0.1:0"]);
-        }
-        Self::start_exact(command, &args)
+    pub fn start_with(io: Io, command: Command, args: &[&str]) -> ServerProcess {
+        Self::start_with_stderr_of(io, command, args, Stderr::Read)
     }
 
     /// Like [`start`](Self::start), with the server's standard error read
     /// as `stderr` says.
     #[track_caller]
-    pub fn start_with_stderr(args: &[&str], stderr: Stderr) -> ServerProcess {
-        let mut args = args.to_vec();
-        if !args.contains(&"--listen") {
-            args.extend(["--listen", "127.0.0.1:0"]);
-        }
-        Self::spawn(evloop(), &args, stderr)
+    pub fn start_with_stderr(io: Io, args: &[&str], stderr: Stderr) -> ServerProcess {
+        Self::start_with_stderr_of(io, evloop(), args, stderr)
+    }
+
+    #[track_caller]
+    fn start_with_stderr_of(
+        io: Io,
+        command: Command,
+        args: &[&str],
+        stderr: Stderr,
+    ) -> ServerProcess {
+        let mut server = Self::spawn(command, &with_io(io, args), stderr);
+        // Logged before the "listening on" lines, so already read.
+        let driver = server.wait_for_line("I/O driver: ");
+        let banner = io.banner();
+        assert!(
+            driver.ends_with(&banner) || driver.contains(&format!("{banner} (")),
+            "asked for --io {}, got: {driver}",
+            io.name()
+        );
+        assert!(!driver.contains("unavailable"), "{driver}");
+        server
     }
 
     /// Starts `COMMAND serve ARGS` exactly as given.
@@ -183,6 +299,28 @@ impl ServerProcess {
         &self.log
     }
 
+    /// Waits until the log so far satisfies `done`; `what` names the wait
+    /// in the failure message.
+    #[track_caller]
+    pub fn wait_for_log(&mut self, what: &str, mut done: impl FnMut(&[String]) -> bool) {
+        let deadline = Instant::now() + LIMIT;
+        while !done(&self.log) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.log.push(line),
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!(
+                        "timed out waiting for {what}; log:\n{}",
+                        self.log.join("\n")
+                    )
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("server exited before {what}; log:\n{}", self.log.join("\n"))
+                }
+            }
+        }
+    }
+
     /// How many lines logged so far contain `needle`.
     pub fn count_log(&mut self, needle: &str) -> usize {
         self.drain_log()
@@ -241,8 +379,14 @@ impl Drop for ServerProcess {
 /// Runs `evloop ARGS` to completion (bounded), returning status and stderr.
 #[track_caller]
 pub fn run_to_exit(args: &[&str]) -> (ExitStatus, String, Duration) {
+    run_command_to_exit(evloop(), args)
+}
+
+/// Like [`run_to_exit`], with a prepared command (e.g. with an environment).
+#[track_caller]
+pub fn run_command_to_exit(mut command: Command, args: &[&str]) -> (ExitStatus, String, Duration) {
     let start = Instant::now();
-    let mut child = evloop()
+    let mut child = command
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -263,6 +407,63 @@ pub fn run_to_exit(args: &[&str]) -> (ExitStatus, String, Duration) {
     let mut stderr = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     (status, stderr, start.elapsed())
+}
+
+// ---- the server's sockets, from /proc ------------------------------------------
+
+/// A TCP socket of a process, as /proc/net/tcp and tcp6 show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcpSocket {
+    /// The local address, in the kernel's hex (`0100007F:0717`).
+    pub local: String,
+    /// The state, e.g. [`TcpSocket::LISTEN`].
+    pub state: u8,
+    /// For a listener: the connections waiting in its backlog to be
+    /// accepted; otherwise the bytes received and not yet read.
+    pub queued: u64,
+}
+
+impl TcpSocket {
+    pub const LISTEN: u8 = 0x0A;
+}
+
+/// The TCP sockets process `pid` holds (connections waiting in a backlog
+/// are no process's yet: they show as their listener's `queued`).
+pub fn tcp_sockets(pid: u32) -> Vec<TcpSocket> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new(); // it has exited
+    };
+    let inodes: Vec<String> = fds
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let mut found = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            // local_address is field 1, st 3, tx_queue:rx_queue 4, inode 9.
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() > 9 && inodes.iter().any(|i| i == fields[9]) {
+                let queued = fields[4].split(':').nth(1).unwrap_or("0");
+                found.push(TcpSocket {
+                    local: fields[1].to_owned(),
+                    state: u8::from_str_radix(fields[3], 16).unwrap_or(0),
+                    queued: u64::from_str_radix(queued, 16).unwrap_or(0),
+                });
+            }
+        }
+    }
+    found
 }
 
 // ---- real clients ------------------------------------------------------------
