@@ -73,6 +73,11 @@ impl Io {
         match URING.get_or_init(probe_uring) {
             Ok(()) => true,
             Err(why) => {
+                // CI sets this: there, io_uring must be tested, never skipped.
+                assert!(
+                    std::env::var_os("EVLOOP_REQUIRE_URING").is_none(),
+                    "io_uring unavailable: {why}"
+                );
                 eprintln!("skipped: io_uring unavailable here ({why})");
                 false
             }

@@ -25,7 +25,6 @@
 //! Completions are fetched in batches by [`Ring::submit_and_wait`], which
 //! submits the queued operations and waits with one system call.
 
-use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -577,10 +576,8 @@ fn setup_ring(entries: u32) -> io::Result<(IoUring, Setup)> {
 /// from (its head, which it keeps) and the owner gives them back to (the
 /// tail, in the first entry's reserved field), and the buffers themselves.
 struct BufferRing {
-    entries: *mut BufRingEntry,
-    entries_layout: Layout,
-    memory: *mut u8,
-    memory_layout: Layout,
+    entries: Mapping,
+    memory: Mapping,
     count: u16,
     size: u32,
     tail: u16,
@@ -596,40 +593,29 @@ impl BufferRing {
                 "io_uring: receive buffers must be a power of two in number, at most 32768",
             ));
         }
-        let page = rustix::param::page_size();
-        let entries_layout =
-            Layout::from_size_align(usize::from(count) * size_of::<BufRingEntry>(), page)
-                .map_err(io::Error::other)?;
-        let memory_layout = Layout::from_size_align(usize::from(count) * size as usize, page)
-            .map_err(io::Error::other)?;
-        // SAFETY: both layouts have a non-zero size (count and size are
-        // at least 1).
-        let (entries, memory) = unsafe {
-            (
-                alloc_zeroed(entries_layout).cast::<BufRingEntry>(),
-                alloc_zeroed(memory_layout),
-            )
-        };
+        // Mapped, not allocated: the pages are zero and untouched until the
+        // kernel first fills a buffer, so a loop's buffers cost memory only
+        // as far as receives have used them.
+        let entries = Mapping::new(usize::from(count) * size_of::<BufRingEntry>())?;
+        let memory = Mapping::new(usize::from(count) * size as usize)?;
         let mut ring = BufferRing {
             entries,
-            entries_layout,
             memory,
-            memory_layout,
             count,
             size,
             tail: 0,
             in_kernel: vec![0; usize::from(count).div_ceil(64)],
         };
-        if entries.is_null() || memory.is_null() {
-            return Err(io::Error::from(io::ErrorKind::OutOfMemory));
-        }
-        // SAFETY: `entries` is page-aligned memory for `count` entries that
-        // lives until `drop`, which happens after the ring (the owner drops
-        // the uring first, or leaks this memory).
+        // SAFETY: the entries are page-aligned memory for `count` entries
+        // that stays mapped until `drop`, which happens after the ring (the
+        // owner drops the uring first, or leaks this memory).
         unsafe {
-            uring
-                .submitter()
-                .register_buf_ring_with_flags(entries as u64, count, BUFFER_GROUP, 0)
+            uring.submitter().register_buf_ring_with_flags(
+                ring.entries.ptr as u64,
+                count,
+                BUFFER_GROUP,
+                0,
+            )
         }
         .map_err(|e| error::context(e, "io_uring buffer ring"))?;
         for id in 0..count {
@@ -667,7 +653,10 @@ impl BufferRing {
         // hold it (it was taken and not given back), so nothing writes to it
         // while this borrow of `self` lasts: giving it back needs `&mut self`.
         unsafe {
-            std::slice::from_raw_parts(self.memory.add(usize::from(id) * self.size as usize), len)
+            std::slice::from_raw_parts(
+                self.memory.ptr.add(usize::from(id) * self.size as usize),
+                len,
+            )
         }
     }
 
@@ -681,8 +670,9 @@ impl BufferRing {
         // kernel reads only slots between its head and the published tail,
         // and this one is past the tail until the store below.
         unsafe {
-            let entry = &mut *self.entries.add(usize::from(self.tail & mask));
-            entry.set_addr(self.memory.add(usize::from(id) * self.size as usize) as u64);
+            let entries = self.entries.ptr.cast::<BufRingEntry>();
+            let entry = &mut *entries.add(usize::from(self.tail & mask));
+            entry.set_addr(self.memory.ptr.add(usize::from(id) * self.size as usize) as u64);
             entry.set_len(self.size);
             entry.set_bid(id);
         }
@@ -691,27 +681,57 @@ impl BufferRing {
         // properly aligned u16 the kernel reads atomically; the release
         // store publishes the entry written above.
         unsafe {
-            let tail = BufRingEntry::tail(self.entries).cast_mut();
+            let tail = BufRingEntry::tail(self.entries.ptr.cast()).cast_mut();
             AtomicU16::from_ptr(tail).store(self.tail, Ordering::Release);
         }
     }
 
     /// Forgets the memory: the kernel may still write to it.
     fn leak(&mut self) {
-        self.entries = std::ptr::null_mut();
-        self.memory = std::ptr::null_mut();
+        self.entries.leak();
+        self.memory.leak();
     }
 }
 
-impl Drop for BufferRing {
-    fn drop(&mut self) {
-        if !self.entries.is_null() {
-            // SAFETY: allocated in `new` with this layout, not freed since.
-            unsafe { dealloc(self.entries.cast(), self.entries_layout) };
+/// Anonymous memory mapped for the kernel to read and write: page-aligned,
+/// zeroed, and resident only where touched.
+struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(len: usize) -> io::Result<Mapping> {
+        use rustix::mm::{MapFlags, ProtFlags, mmap_anonymous};
+        // SAFETY: a new private anonymous mapping at an address the kernel
+        // chooses aliases nothing; `len` is not zero (at least one entry or
+        // byte per buffer).
+        let ptr = unsafe {
+            mmap_anonymous(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::PRIVATE,
+            )
         }
-        if !self.memory.is_null() {
-            // SAFETY: as above.
-            unsafe { dealloc(self.memory, self.memory_layout) };
+        .map_err(|e| error::context(e, "io_uring buffers: mmap"))?;
+        Ok(Mapping {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+
+    fn leak(&mut self) {
+        self.ptr = std::ptr::null_mut();
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        if !self.ptr.is_null() {
+            // SAFETY: mapped in `new` with this length, not unmapped since,
+            // and no borrow of it outlives its owner.
+            let _ = unsafe { rustix::mm::munmap(self.ptr.cast(), self.len) };
         }
     }
 }
