@@ -1,16 +1,24 @@
-//! `evloop bench echo` against in-test echo servers: a faithful one must pass
-//! with no mismatch, a corrupting one must be caught; and against `evloop
-//! serve echo` on each I/O driver.
+//! `evloop bench echo` on each of its I/O drivers (`--io epoll`, `--io
+//! uring`): against in-test servers that echo faithfully, corrupt the echo,
+//! refuse or close the connection, and against `evloop serve echo` over TCP
+//! and a Unix socket.
+//!
+//! Here `NAME::epoll` and `NAME::uring` name the driver of the load
+//! generator, not of the server; the uring ones skip where io_uring is
+//! unavailable.
 
 mod common;
 
+use std::fmt::Display;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Output, Stdio};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::process::{Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Io, ServerProcess, per_driver};
+use common::{Io, ServerProcess, evloop, per_driver};
 
 /// The longest a bench run may take here: 300 ms of load plus connecting
 /// and start-up, with a wide margin for a loaded machine.
@@ -49,14 +57,66 @@ fn echo(mut stream: TcpStream, corrupt_every: u64) {
     }
 }
 
-/// Runs `evloop bench echo` against `target` with `args`, killing it if it
-/// outlives [`RUN_LIMIT`].
+/// Echoes `limit` bytes, then ends its output (`shut_write`: a FIN, not
+/// the reset a close with unread input would send) and reads what comes
+/// until the client closes.
+fn echo_then_close<S: Read + Write>(mut stream: S, limit: usize, shut_write: fn(&S)) {
+    let mut buffer = [0u8; 4096];
+    let mut echoed = 0;
+    while echoed < limit {
+        let n = match stream.read(&mut buffer[..(limit - echoed).min(4096)]) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if stream.write_all(&buffer[..n]).is_err() {
+            return;
+        }
+        echoed += n;
+    }
+    shut_write(&stream);
+    while let Ok(1..) = stream.read(&mut buffer) {}
+}
+
+/// A fresh directory for Unix sockets, removed when dropped (short:
+/// `sun_path` holds 104 to 108 bytes).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Unique to this process, `name` and the load's driver (the two
+    /// drivers' tests run at once).
+    fn new(name: &str, load: Io) -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "evloop-be-{}-{name}-{}",
+            std::process::id(),
+            load.name()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    /// `unix:DIR/FILE`, as `--listen` and `--target` take it.
+    fn socket(&self, file: &str) -> String {
+        format!("unix:{}", self.0.join(file).display())
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `evloop bench echo --io LOAD --target TARGET` for 300 ms with
+/// `args`, killing it if it outlives [`RUN_LIMIT`].
 #[track_caller]
-fn bench_echo(target: SocketAddr, args: &[&str]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_evloop"))
-        .args(["bench", "echo", "--target", &target.to_string()])
+fn bench_echo(load: Io, target: impl Display, args: &[&str]) -> Output {
+    let mut child = evloop()
+        .args(["bench", "echo", "--io", load.name()])
+        .args(["--target", &target.to_string()])
         .args(["--duration", "300ms", "--connect-timeout", "5s"])
         .args(args)
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -67,32 +127,73 @@ fn bench_echo(target: SocketAddr, args: &[&str]) -> Output {
     while child.try_wait().expect("wait for evloop").is_none() {
         if started.elapsed() > RUN_LIMIT {
             child.kill().ok();
-            panic!("evloop bench echo ran longer than {RUN_LIMIT:?}");
+            panic!(
+                "evloop bench echo --io {} ran longer than {RUN_LIMIT:?}",
+                load.name()
+            );
         }
         thread::sleep(Duration::from_millis(20));
     }
     child.wait_with_output().expect("collect evloop's output")
 }
 
-/// The number after `"field":` in a one-line JSON report.
+/// The value after `"field":` in a one-line JSON report, as text.
 #[track_caller]
-fn json_number(json: &str, field: &str) -> f64 {
+fn json_field<'a>(json: &'a str, field: &str) -> &'a str {
     let key = format!("\"{field}\":");
     let start = json
         .find(&key)
         .unwrap_or_else(|| panic!("no {field} in {json}"))
         + key.len();
     let rest = &json[start..];
-    let end = rest.find([',', '}']).unwrap_or(rest.len());
-    rest[..end]
+    &rest[..rest.find([',', '}']).unwrap_or(rest.len())]
+}
+
+/// The number after `"field":` in a one-line JSON report.
+#[track_caller]
+fn json_number(json: &str, field: &str) -> f64 {
+    json_field(json, field)
         .parse()
         .unwrap_or_else(|_| panic!("{field} is not a number in {json}"))
 }
 
-#[test]
-fn a_faithful_server_passes_with_no_mismatch() {
+/// The standard output (a `--json` report, checked to name the `load`
+/// driver) and standard error of a run.
+#[track_caller]
+fn report_on(output: &Output, load: Io) -> (String, String) {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let io = format!("\"{}\"", load.name());
+    assert_eq!(json_field(&stdout, "io"), io, "{stdout}\n{stderr}");
+    (stdout, stderr)
+}
+
+/// A passing `--json` run: on the `load` driver, every connection up,
+/// requests at a positive rate, no mismatch, no error.
+#[track_caller]
+fn assert_passed(output: &Output, load: Io, connections: f64) {
+    let (stdout, stderr) = report_on(output, load);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(json_number(&stdout, "connected"), connections, "{stdout}");
+    assert!(json_number(&stdout, "requests") > 0.0, "{stdout}");
+    assert!(json_number(&stdout, "requests_per_sec") > 0.0, "{stdout}");
+    assert_eq!(json_number(&stdout, "mismatches"), 0.0, "{stdout}");
+    assert_eq!(json_number(&stdout, "io_errors"), 0.0, "{stdout}");
+}
+
+/// The drivers `evloop serve` can run on here (io_uring skipped, saying
+/// so, where unavailable).
+fn server_drivers() -> impl Iterator<Item = Io> {
+    [Io::Epoll, Io::Uring]
+        .into_iter()
+        .filter(|io| io.available())
+}
+
+per_driver!(a_faithful_server_passes_with_no_mismatch);
+fn a_faithful_server_passes_with_no_mismatch(load: Io) {
     let server = echo_server(0);
     let output = bench_echo(
+        load,
         server,
         &[
             "--connections",
@@ -104,46 +205,97 @@ fn a_faithful_server_passes_with_no_mismatch() {
             "--json",
         ],
     );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
-    assert!(json_number(&stdout, "requests") > 0.0, "{stdout}");
-    assert_eq!(json_number(&stdout, "mismatches"), 0.0, "{stdout}");
-    assert_eq!(json_number(&stdout, "connected"), 4.0, "{stdout}");
+    assert_passed(&output, load, 4.0);
 }
 
 per_driver!(evloop_serve_echo_passes_with_no_mismatch);
-/// The program measuring itself: pipelined requests larger than one
-/// io_uring receive buffer (4 KiB) from 8 connections, every byte checked.
-fn evloop_serve_echo_passes_with_no_mismatch(io: Io) {
-    let mut server = ServerProcess::start(io, &["echo", "--threads", "2"]);
+/// The program measuring itself, over TCP, on each server driver:
+/// pipelined requests larger than one io_uring receive buffer (4 KiB) from
+/// 8 connections, every byte checked.
+fn evloop_serve_echo_passes_with_no_mismatch(load: Io) {
+    for server_io in server_drivers() {
+        let mut server = ServerProcess::start(server_io, &["echo", "--threads", "2"]);
+        let output = bench_echo(
+            load,
+            server.addr,
+            &[
+                "--connections",
+                "8",
+                "--size",
+                "10000",
+                "--pipeline",
+                "4",
+                "--json",
+            ],
+        );
+        assert_passed(&output, load, 8.0);
+        server.signal("TERM");
+        let status = server.wait_exit();
+        assert!(
+            status.success(),
+            "server on {}: {status}\n{}",
+            server_io.name(),
+            server.log_text()
+        );
+    }
+}
+
+per_driver!(evloop_serve_echo_over_a_unix_socket_passes);
+/// `--target unix:PATH` against `evloop serve echo --io epoll`.
+fn evloop_serve_echo_over_a_unix_socket_passes(load: Io) {
+    let dir = TempDir::new("unix", load);
+    let server = ServerProcess::start(
+        Io::Epoll,
+        &[
+            "echo",
+            "--threads",
+            "1",
+            "--listen",
+            &dir.socket("echo.sock"),
+        ],
+    );
     let output = bench_echo(
-        server.addr,
+        load,
+        &server.listening,
         &[
             "--connections",
-            "8",
+            "6",
             "--size",
-            "10000",
+            "300",
             "--pipeline",
-            "4",
+            "3",
             "--json",
         ],
     );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
-    assert!(json_number(&stdout, "requests") > 0.0, "{stdout}");
-    assert_eq!(json_number(&stdout, "mismatches"), 0.0, "{stdout}");
-    assert_eq!(json_number(&stdout, "connected"), 8.0, "{stdout}");
-    server.signal("TERM");
-    let status = server.wait_exit();
-    assert!(status.success(), "{status}\n{}", server.log_text());
+    assert_passed(&output, load, 6.0);
+}
+
+per_driver!(threads_and_big_messages_pass);
+/// 100 KB messages span many receive buffers and short sends, from two
+/// load threads, against `evloop serve echo --io epoll`.
+fn threads_and_big_messages_pass(load: Io) {
+    let server = ServerProcess::start(Io::Epoll, &["echo", "--threads", "1"]);
+    let output = bench_echo(
+        load,
+        server.addr,
+        &[
+            "--connections",
+            "4",
+            "--threads",
+            "2",
+            "--size",
+            "100000",
+            "--json",
+        ],
+    );
+    assert_passed(&output, load, 4.0);
 }
 
 #[test]
 fn the_text_report_is_a_table() {
     let server = echo_server(0);
     let output = bench_echo(
+        Io::Epoll,
         server,
         &["--connections", "2", "--size", "64", "--threads", "2"],
     );
@@ -154,12 +306,15 @@ fn the_text_report_is_a_table() {
     }
 }
 
-#[test]
-fn a_corrupting_server_is_caught_and_fails_the_run() {
+per_driver!(a_corrupting_server_is_caught_and_fails_the_run);
+fn a_corrupting_server_is_caught_and_fails_the_run(load: Io) {
     let server = echo_server(50);
-    let output = bench_echo(server, &["--connections", "2", "--size", "128", "--json"]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let output = bench_echo(
+        load,
+        server,
+        &["--connections", "2", "--size", "128", "--json"],
+    );
+    let (stdout, stderr) = report_on(&output, load);
     assert!(
         !output.status.success(),
         "a corrupted echo must fail the run"
@@ -168,17 +323,65 @@ fn a_corrupting_server_is_caught_and_fails_the_run() {
     assert!(stderr.contains("mismatch: connection"), "{stderr}");
 }
 
-#[test]
-fn a_refused_connection_is_a_connect_error() {
+per_driver!(a_refused_connection_is_a_connect_error);
+fn a_refused_connection_is_a_connect_error(load: Io) {
     // A port that was free a moment ago refuses connections.
     let address = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
-    let output = bench_echo(address, &["--connections", "1", "--json"]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let output = bench_echo(load, address, &["--connections", "1", "--json"]);
+    let (stdout, _) = report_on(&output, load);
     assert!(!output.status.success());
     assert_eq!(json_number(&stdout, "connect_errors"), 1.0, "{stdout}");
+}
+
+per_driver!(a_server_that_closes_is_an_error_on_tcp_and_unix);
+/// The end of input on every connection is seen (as a lost connection),
+/// and the run still stops on time: over TCP and over a Unix socket (on
+/// io_uring: a multishot receive on TCP, one receive per submission on a
+/// Unix socket).
+fn a_server_that_closes_is_an_error_on_tcp_and_unix(load: Io) {
+    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let tcp_target = tcp.local_addr().unwrap().to_string();
+    thread::spawn(move || {
+        for stream in tcp.incoming().map_while(Result::ok) {
+            thread::spawn(move || {
+                echo_then_close(stream, 1280, |s| drop(s.shutdown(Shutdown::Write)))
+            });
+        }
+    });
+    let dir = TempDir::new("closing", load);
+    let unix = UnixListener::bind(dir.0.join("closing.sock")).unwrap();
+    let unix_target = dir.socket("closing.sock");
+    thread::spawn(move || {
+        for stream in unix.incoming().map_while(Result::ok) {
+            thread::spawn(move || {
+                echo_then_close(stream, 1280, |s| drop(s.shutdown(Shutdown::Write)))
+            });
+        }
+    });
+    for target in [tcp_target, unix_target] {
+        let started = Instant::now();
+        let output = bench_echo(
+            load,
+            &target,
+            &["--connections", "3", "--size", "128", "--json"],
+        );
+        let (stdout, stderr) = report_on(&output, load);
+        assert!(!output.status.success(), "{target}: {stdout}");
+        assert_eq!(json_number(&stdout, "io_errors"), 3.0, "{target}: {stdout}");
+        assert_eq!(
+            json_number(&stdout, "mismatches"),
+            0.0,
+            "{target}: {stdout}"
+        );
+        assert!(
+            stderr.contains("the server closed the connection"),
+            "{target}: {stderr}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10), "{target}");
+    }
 }
 
 /// A zero duration measured nothing and printed NaN requests/s, which is
@@ -187,7 +390,7 @@ fn a_refused_connection_is_a_connect_error() {
 fn issue_8_a_zero_duration_is_refused() {
     let server = echo_server(0);
     for duration in ["0s", "0ms", "100ns"] {
-        let output = Command::new(env!("CARGO_BIN_EXE_evloop"))
+        let output = evloop()
             .args(["bench", "echo", "--target", &server.to_string()])
             .args(["--duration", duration, "--json"])
             .stdin(Stdio::null())

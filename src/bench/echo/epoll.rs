@@ -87,6 +87,13 @@ impl Driver for Readiness {
                 let mut result = Ok(());
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
                     result = stream.read(payload, &mut read_buffer, tally);
+                    // The read stops once every byte sent is back, before
+                    // an end of input that came with the last echo; no
+                    // later edge would tell, and the server owes nothing
+                    // more that could raise one.
+                    if result.is_ok() && event.is_read_closed() {
+                        result = Err(server_closed());
+                    }
                 }
                 // Each message completed by the read queued its successor: send.
                 result = result.and_then(|()| stream.flush(payload, &mut write_buffer));
@@ -134,9 +141,10 @@ impl Stream {
     ///
     /// Reading never asks for more than is outstanding: a correct server has
     /// nothing else to send, and stopping there spares the `read` that would
-    /// only return `WouldBlock` (the next echo raises a new edge). Bytes a
-    /// broken server adds are read with the next echo and show up as a
-    /// mismatch.
+    /// only return `WouldBlock` (the next echo raises a new edge; an end of
+    /// input that came with this one is the caller's to see in the event).
+    /// Bytes a broken server adds are read with the next echo and show up
+    /// as a mismatch.
     fn read(
         &mut self,
         payload: &Payload,
@@ -152,12 +160,7 @@ impl Stream {
                 .len()
                 .min(outstanding.try_into().unwrap_or(usize::MAX));
             match self.socket.read(&mut buffer[..want]) {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the server closed the connection",
-                    ));
-                }
+                Ok(0) => return Err(server_closed()),
                 Ok(n) => self
                     .conn
                     .check(payload, &buffer[..n], Instant::now(), completions),
@@ -167,6 +170,14 @@ impl Stream {
             }
         }
     }
+}
+
+/// The error of a connection whose server ended its output.
+fn server_closed() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the server closed the connection",
+    )
 }
 
 #[cfg(test)]
