@@ -51,8 +51,8 @@ const WAKER_TOKEN: u32 = 0;
 /// quiet one (a single client waiting for each answer) answers at once.
 const BUSY_TURN: usize = 8;
 const BUSY_BATCH: Batch = Batch {
-    want: 32,
-    min_wait: std::time::Duration::from_micros(20),
+    want: 16,
+    min_wait: std::time::Duration::from_micros(10),
 };
 
 /// A loop's completion driver.
