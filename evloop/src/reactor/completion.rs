@@ -176,9 +176,10 @@ impl<S: Service> Reactor<S> {
             return;
         };
         if !completion.more() {
-            conn.core
-                .flags
-                .set(Flags::RECV_ARMED | Flags::RECV_CANCELING, false);
+            conn.core.flags.set(
+                Flags::RECV_ARMED | Flags::RECV_CANCELING | Flags::RECV_MULTISHOT,
+                false,
+            );
         }
         if conn.core.flags.has(Flags::RETIRED) {
             if let Some((id, _)) = self.completions().ring.received(&completion) {
@@ -254,13 +255,17 @@ impl<S: Service> Reactor<S> {
                 self.counters.bytes_out += n as u64;
                 if start + n < buf.len() {
                     // A short send: the rest goes before any newer output.
+                    // A large buffer with little left is not kept for it: a
+                    // client that reads slowly would pin all of it.
+                    let (buf, start) = compact(buf, start + n);
                     conn.core.flight_landed(n, None, self.clock.tick());
+                    conn.core.flight_continues(buf.capacity());
                     let LoopIo::Completion(c) = &mut self.io else {
                         unreachable!("a completion on the readiness driver");
                     };
                     match c
                         .ring
-                        .send(conn.core.socket.as_fd(), buf, start + n, key as u32)
+                        .send(conn.core.socket.as_fd(), buf, start, key as u32)
                     {
                         Ok(()) => conn.core.flags.set(Flags::SENDING, true),
                         Err(e) => {
@@ -433,14 +438,18 @@ pub(super) fn retire<H>(c: &mut Completions, conn: &mut Conn<H>, key: usize) -> 
 
 /// Submits what a connection now wants: its output, if no send is in
 /// flight; a receive, if it wants input and none is armed; the receive's
-/// cancel, if it no longer does. Past the buffer budget a receive takes
-/// one buffer at a time, not as many as the kernel can fill: the budget's
-/// overshoot stays one buffer per connection that holds nothing.
+/// cancel, if it no longer does. Once the server holds a quarter of its
+/// buffer budget (`tight_budget`), receives take one buffer at a time, and
+/// multishot ones are cancelled to be submitted so: a multishot receive
+/// lets the kernel read ahead on every connection at once, and each
+/// connection's next send takes all of it — thousands of clients that do
+/// not read would each pin tens of KiB beyond the budget; one buffer at a
+/// time, each pins one, as epoll's small reads do.
 pub(super) fn sync_ops<H>(
     c: &mut Completions,
     conn: &mut Conn<H>,
     key: usize,
-    over_budget: bool,
+    tight_budget: bool,
 ) -> std::io::Result<()> {
     let core = &mut conn.core;
     let token = key as u32;
@@ -450,18 +459,25 @@ pub(super) fn sync_ops<H>(
         c.ring.send(core.socket.as_fd(), output, 0, token)?;
         core.flags.set(Flags::SENDING, true);
     }
-    if core.wants_read() {
-        if !core.flags.has(Flags::RECV_ARMED | Flags::RECV_STARVED) {
-            if core.flags.has(Flags::RECV_ONESHOT) || over_budget {
-                c.ring.recv_once(core.socket.as_fd(), token)?;
-            } else {
-                c.ring.recv_multi(core.socket.as_fd(), token)?;
-            }
-            core.flags.set(Flags::RECV_ARMED, true);
+    let wants_read = core.wants_read();
+    let flags = &mut core.flags;
+    let multishot = !(flags.has(Flags::RECV_ONESHOT) || tight_budget);
+    if wants_read && !flags.has(Flags::RECV_ARMED | Flags::RECV_STARVED) {
+        if multishot {
+            c.ring.recv_multi(core.socket.as_fd(), token)?;
+        } else {
+            c.ring.recv_once(core.socket.as_fd(), token)?;
         }
-    } else if core.flags.has(Flags::RECV_ARMED) && !core.flags.has(Flags::RECV_CANCELING) {
+        flags.set(Flags::RECV_ARMED, true);
+        flags.set(Flags::RECV_MULTISHOT, multishot);
+    } else if flags.has(Flags::RECV_ARMED)
+        && !flags.has(Flags::RECV_CANCELING)
+        && (!wants_read || (!multishot && flags.has(Flags::RECV_MULTISHOT)))
+    {
+        // Not wanted any more, or multishot where the budget now wants one
+        // buffer at a time: submitted again (one-shot) once it has ended.
         c.ring.cancel(Op::Recv, token)?;
-        core.flags.set(Flags::RECV_CANCELING, true);
+        flags.set(Flags::RECV_CANCELING, true);
     }
     Ok(())
 }
@@ -571,6 +587,17 @@ fn call<H: Handler>(
         io.counters.backpressure_pauses += 1;
     }
     Ok(wrote)
+}
+
+/// The rest of a short send, from `start`: in the same buffer, or copied
+/// into one its size when that buffer is large and mostly sent.
+fn compact(buf: Vec<u8>, start: usize) -> (Vec<u8>, usize) {
+    let rest = buf.len() - start;
+    if buf.capacity() > super::conn::KEEP_BUFFER && rest <= buf.capacity() / 4 {
+        (buf[start..].to_vec(), 0)
+    } else {
+        (buf, start)
+    }
 }
 
 /// Why a failed receive or send ends its connection.

@@ -92,6 +92,9 @@ impl Flags {
     /// (Unix sockets: a multishot receive there can miss the end of input,
     /// a kernel bug fixed in 2026 that kernels still in use have).
     pub(crate) const RECV_ONESHOT: u16 = 1 << 14;
+    /// Completion driver: the receive in flight is multishot.
+    #[cfg(target_os = "linux")]
+    pub(crate) const RECV_MULTISHOT: u16 = 1 << 15;
 
     const PAUSED: u16 = Self::PAUSED_OUTPUT | Self::PAUSED_BUDGET | Self::PAUSED_HANDLER;
 
@@ -122,6 +125,9 @@ struct Buffers {
     /// Output handed to the kernel by a send still in flight (completion
     /// driver): pending until its completion says it went out.
     in_flight: usize,
+    /// The capacity of the buffer that send holds: what it costs until its
+    /// completion gives it back, however much of it is still to go.
+    in_flight_held: usize,
     /// The capacity counted in the server's `buffered`.
     accounted: usize,
 }
@@ -150,6 +156,7 @@ impl Spare {
         b.input = Vec::new();
         b.written = 0;
         b.in_flight = 0;
+        b.in_flight_held = 0;
         b.accounted = 0;
         self.boxes.push(b);
     }
@@ -288,6 +295,7 @@ impl Core {
         }
         let output = std::mem::take(&mut b.output);
         b.in_flight += output.len();
+        b.in_flight_held = output.capacity();
         Some(output)
     }
 
@@ -303,12 +311,25 @@ impl Core {
             return;
         };
         b.in_flight -= n.min(b.in_flight);
-        if let Some(mut done) = done
-            && b.output.capacity() == 0
-            && done.capacity() <= KEEP_BUFFER
-        {
-            done.clear();
-            b.output = done;
+        if let Some(mut done) = done {
+            b.in_flight_held = 0;
+            // Reused whatever its size while the connection is busy (a
+            // stream would otherwise free and grow a buffer per send, and
+            // the allocator's heap fragments); an idle connection's buffer
+            // is released by `account` as before.
+            if b.output.capacity() == 0 {
+                done.clear();
+                b.output = done;
+            }
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    /// Completion driver: the rest of a short send goes out again from a
+    /// buffer of this capacity.
+    pub(super) fn flight_continues(&mut self, capacity: usize) {
+        if let Some(b) = &mut self.buffers {
+            b.in_flight_held = capacity;
         }
     }
 
@@ -318,6 +339,7 @@ impl Core {
     pub(super) fn flight_lost(&mut self) {
         if let Some(b) = &mut self.buffers {
             b.in_flight = 0;
+            b.in_flight_held = 0;
         }
     }
 
@@ -462,7 +484,7 @@ impl Core {
         let held = if empty {
             0
         } else {
-            b.input.capacity() + b.output.capacity() + b.in_flight
+            b.input.capacity() + b.output.capacity() + b.in_flight_held
         };
         let accounted = std::mem::replace(&mut b.accounted, held);
         if empty && let Some(b) = self.buffers.take() {
@@ -478,6 +500,7 @@ impl Core {
             b.output.clear();
             b.written = 0;
             b.in_flight = 0;
+            b.in_flight_held = 0;
         }
         self.account(unpublished, spare);
     }

@@ -281,8 +281,13 @@ impl<S: Service> Reactor<S> {
     /// Whether the server's connections hold more than its buffer budget,
     /// counting this loop's changes not yet published.
     fn over_budget(&self) -> bool {
-        let published = self.shared.buffered.load(Ordering::Relaxed) as isize;
-        published + self.unpublished >= self.shared.config.max_buffered as isize
+        self.buffered() >= self.shared.config.max_buffered as isize
+    }
+
+    /// The bytes the server's connections hold, with this loop's changes
+    /// not yet published.
+    fn buffered(&self) -> isize {
+        self.shared.buffered.load(Ordering::Relaxed) as isize + self.unpublished
     }
 
     /// Adds this turn's change in buffered bytes to the server's count.
@@ -450,7 +455,8 @@ impl<S: Service> Reactor<S> {
     /// requeues it as `next` says.
     fn settle(&mut self, key: usize, next: Next) {
         #[cfg(target_os = "linux")]
-        let over_budget = matches!(self.io, LoopIo::Completion(_)) && self.over_budget();
+        let tight_budget = matches!(self.io, LoopIo::Completion(_))
+            && self.buffered() >= self.shared.config.max_buffered as isize / 4;
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -468,7 +474,7 @@ impl<S: Service> Reactor<S> {
                 let told = match &mut self.io {
                     LoopIo::Readiness(poller) => update_interest(poller, conn, key),
                     #[cfg(target_os = "linux")]
-                    LoopIo::Completion(c) => completion::sync_ops(c, conn, key, over_budget),
+                    LoopIo::Completion(c) => completion::sync_ops(c, conn, key, tight_budget),
                 };
                 match told {
                     Ok(()) => other,
