@@ -61,6 +61,9 @@ pub(crate) struct Completions {
     /// Connections whose receive ran out of buffers: submitted again at the
     /// end of the turn.
     starved: Vec<usize>,
+    /// The server held a quarter of its buffer budget at the end of the
+    /// last turn (receives take one buffer at a time).
+    tight: bool,
     /// Connections accepted while no slot was free: they wait here, as
     /// they would in the backlog, while the limit's grace lasts.
     pub(super) held: VecDeque<(OwnedFd, Address, bool)>,
@@ -71,6 +74,7 @@ impl Completions {
         Completions {
             ring,
             starved: Vec::new(),
+            tight: false,
             held: VecDeque::new(),
         }
     }
@@ -400,12 +404,37 @@ impl<S: Service> Reactor<S> {
                 }
             }
         }
+        let tight = self.tight_budget();
+        if tight && !self.completions().tight {
+            self.cancel_multishot_receives();
+        }
+        self.completions().tight = tight;
         let accepting = self.accept_pause.is_none()
             && self.limit_wait.is_none()
             && self.completions().held.is_empty()
             && self.listeners.iter().any(|l| !l.armed && !l.ready);
         if accepting {
             self.arm_listeners(true);
+        }
+    }
+
+    /// The server has just come to hold a quarter of its buffer budget:
+    /// every multishot receive is cancelled now, not at its connection's
+    /// next completion — until then the kernel would go on reading ahead
+    /// on each of them (thousands of connections, tens of KiB each). They
+    /// are submitted again one buffer at a time. Once per crossing.
+    fn cancel_multishot_receives(&mut self) {
+        let LoopIo::Completion(c) = &mut self.io else {
+            return;
+        };
+        for (key, conn) in self.conns.iter_mut() {
+            let flags = &mut conn.core.flags;
+            if flags.has(Flags::RECV_MULTISHOT) && !flags.has(Flags::RECV_CANCELING) {
+                match c.ring.cancel(Op::Recv, key as u32) {
+                    Ok(()) => flags.set(Flags::RECV_CANCELING, true),
+                    Err(e) => warn!("connection {key}: cancel: {e}"),
+                }
+            }
         }
     }
 

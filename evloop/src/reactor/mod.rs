@@ -284,6 +284,13 @@ impl<S: Service> Reactor<S> {
         self.buffered() >= self.shared.config.max_buffered as isize
     }
 
+    /// Whether the server holds a quarter of its buffer budget: the
+    /// completion driver then receives one buffer at a time.
+    #[cfg(target_os = "linux")]
+    fn tight_budget(&self) -> bool {
+        self.buffered() >= self.shared.config.max_buffered as isize / 4
+    }
+
     /// The bytes the server's connections hold, with this loop's changes
     /// not yet published.
     fn buffered(&self) -> isize {
@@ -455,8 +462,7 @@ impl<S: Service> Reactor<S> {
     /// requeues it as `next` says.
     fn settle(&mut self, key: usize, next: Next) {
         #[cfg(target_os = "linux")]
-        let tight_budget = matches!(self.io, LoopIo::Completion(_))
-            && self.buffered() >= self.shared.config.max_buffered as isize / 4;
+        let tight_budget = matches!(self.io, LoopIo::Completion(_)) && self.tight_budget();
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
