@@ -86,3 +86,23 @@ fn first_line(program: &str, args: &[&str]) -> Option<String> {
     let line = text.lines().next()?.trim();
     (output.status.success() && !line.is_empty()).then(|| line.to_string())
 }
+
+#[cfg(test)]
+impl Environment {
+    /// An environment with nothing recorded, for tests of the tables.
+    pub fn for_tests() -> Environment {
+        Environment {
+            date: String::new(),
+            command: String::new(),
+            cpu: String::new(),
+            cpus: 2,
+            kernel: String::new(),
+            rustc: String::new(),
+            cc: String::new(),
+            commit: String::new(),
+            pinning: String::new(),
+            nofile_limit: 1024,
+            load_average: String::new(),
+        }
+    }
+}

@@ -240,19 +240,7 @@ mod tests {
 
     fn results() -> Results {
         Results {
-            environment: Environment {
-                date: String::new(),
-                command: String::new(),
-                cpu: String::new(),
-                cpus: 2,
-                kernel: String::new(),
-                rustc: String::new(),
-                cc: String::new(),
-                commit: String::new(),
-                pinning: String::new(),
-                nofile_limit: 1024,
-                load_average: String::new(),
-            },
+            environment: Environment::for_tests(),
             settings: Settings {
                 rounds: 1,
                 warmup: Duration::ZERO,
