@@ -327,22 +327,29 @@ pub(crate) enum Outcome<T> {
 /// The one place errno becomes a decision. Tolerated and retried: `EINTR`
 /// (by the callers' loops). Resets: `ECONNRESET`, `EPIPE`, `ECONNABORTED`,
 /// `ETIMEDOUT` (keepalive), `ENOTCONN`, `EHOSTUNREACH`, `ENETUNREACH`.
-pub(crate) fn classify<T>(result: Result<T, Errno>) -> Option<Outcome<T>> {
+fn classify<T>(result: Result<T, Errno>) -> Option<Outcome<T>> {
     match result {
         Ok(v) => Some(Outcome::Done(v)),
         Err(Errno::INTR) => None,
         Err(Errno::AGAIN) => Some(Outcome::WouldBlock),
-        Err(
-            e @ (Errno::CONNRESET
+        Err(e) if is_reset(e) => Some(Outcome::Reset(e.into())),
+        Err(e) => Some(Outcome::Failed(e.into())),
+    }
+}
+
+/// Whether an error means the peer reset or abandoned the connection
+/// (the completion driver asks this of the errors its completions carry).
+pub(crate) fn is_reset(e: Errno) -> bool {
+    matches!(
+        e,
+        Errno::CONNRESET
             | Errno::PIPE
             | Errno::CONNABORTED
             | Errno::TIMEDOUT
             | Errno::NOTCONN
             | Errno::HOSTUNREACH
-            | Errno::NETUNREACH),
-        ) => Some(Outcome::Reset(e.into())),
-        Err(e) => Some(Outcome::Failed(e.into())),
-    }
+            | Errno::NETUNREACH
+    )
 }
 
 /// Reads into `buf`; `Done(0)` is the end of the stream.

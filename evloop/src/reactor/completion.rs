@@ -38,7 +38,7 @@ use tracing::{debug, warn};
 use super::conn::{Conn, Env, Fate, Flags, Phase, Spare};
 use super::{LoopIo, Next, Reactor, Step, mailbox::LoopWaker};
 use crate::Address;
-use crate::net::{self, Outcome};
+use crate::net;
 use crate::ring::{Batch, Completion, Op, Ring};
 use crate::service::{CloseReason, Handler, Service};
 use crate::stats::Counters;
@@ -174,10 +174,7 @@ impl<S: Service> Reactor<S> {
         let Some(conn) = self.conns.get_mut(key) else {
             // Cannot happen (a slot outlives its completions), but a buffer
             // not given back would be lost to the ring for good.
-            if let Some((id, _)) = self.completions().ring.received(&completion) {
-                self.completions().ring.recycle(id);
-            }
-            return;
+            return self.completions().ring.recycle_from(&completion);
         };
         if !completion.more() {
             conn.core.flags.set(
@@ -186,9 +183,7 @@ impl<S: Service> Reactor<S> {
             );
         }
         if conn.core.flags.has(Flags::RETIRED) {
-            if let Some((id, _)) = self.completions().ring.received(&completion) {
-                self.completions().ring.recycle(id);
-            }
+            self.completions().ring.recycle_from(&completion);
             return self.reap(key);
         }
         match completion.result() {
@@ -632,9 +627,9 @@ fn compact(buf: Vec<u8>, start: usize) -> (Vec<u8>, usize) {
 /// Why a failed receive or send ends its connection.
 fn failure_reason(op: &str, e: &std::io::Error) -> CloseReason {
     debug!("{op}: {e}");
-    let errno = Errno::from_io_error(e).unwrap_or(Errno::IO);
-    match net::classify::<()>(Err(errno)) {
-        Some(Outcome::Reset(_)) => CloseReason::Reset,
-        _ => CloseReason::Error,
+    if Errno::from_io_error(e).is_some_and(net::is_reset) {
+        CloseReason::Reset
+    } else {
+        CloseReason::Error
     }
 }

@@ -501,6 +501,14 @@ impl Ring {
     pub fn recycle(&mut self, id: u16) {
         self.buffers.give_back(id);
     }
+
+    /// Gives back the buffer a receive completion filled, if it filled one,
+    /// unread: for a receive whose connection is gone.
+    pub fn recycle_from(&mut self, completion: &Completion) {
+        if let Some(id) = completion.buffer_id() {
+            self.buffers.give_back(id);
+        }
+    }
 }
 
 impl Drop for Ring {
