@@ -456,6 +456,107 @@ fn curl_ranges_get_206_with_exact_bytes_and_416_past_the_end(io: Io) {
     stop(server);
 }
 
+per_driver!(curl_resumes_a_partial_download);
+/// `curl -C -` on a partial copy asks for the rest (`Range: bytes=N-`)
+/// and gets 206 from there: the copy is then the whole file.
+fn curl_resumes_a_partial_download(io: Io) {
+    require("curl");
+    let root = TempDir::new("resume-root", io);
+    let scratch = TempDir::new("resume", io);
+    let big = random_bytes(3 * CHUNK + 11, 5);
+    root.write("big.bin", &big);
+    let have = CHUNK + 7;
+    let partial = scratch.write("partial.bin", &big[..have]);
+    let server = serve(io, &root, &[]);
+    let args = ["-C", "-", "-o", partial.to_str().unwrap()];
+    let got = fetch(&server, &scratch, &args, "/big.bin");
+    assert_eq!(got.head.status, 206, "{got:?}");
+    assert_eq!(
+        got.head.field("content-range"),
+        format!("bytes {have}-{}/{}", big.len() - 1, big.len())
+    );
+    assert_eq!(got.downloaded, (big.len() - have) as u64);
+    assert_bytes(&got.body, &big, "the resumed copy");
+    stop(server);
+}
+
+per_driver!(curl_keeps_a_connection_only_while_both_sides_want_it);
+/// HTTP/1.0 requests (`curl -0`) get `Connection: close` and a connection
+/// each, unless they ask for keep-alive, which the answer then announces
+/// and curl uses; HTTP/1.1 requests saying `Connection: close` get it
+/// back and a connection each.
+fn curl_keeps_a_connection_only_while_both_sides_want_it(io: Io) {
+    require("curl");
+    let root = TempDir::new("persist-root", io);
+    let scratch = TempDir::new("persist", io);
+    let text = b"kept or not\n";
+    root.write("a.txt", text);
+    let server = serve(io, &root, &[]);
+    let keep_alive = "Connection: keep-alive";
+    let close = "Connection: close";
+    for (options, connection, connects) in [
+        (&["-0"][..], "close", [1, 1]),
+        (&["-0", "-H", keep_alive][..], "keep-alive", [1, 0]),
+        (&["-H", close][..], "close", [1, 1]),
+    ] {
+        let got = curl(
+            &server,
+            &scratch,
+            &[(options, "/a.txt"), (options, "/a.txt")],
+        );
+        for fetched in &got {
+            assert_eq!(fetched.head.status, 200, "{options:?}");
+            assert_eq!(
+                fetched.head.get("connection"),
+                Some(connection),
+                "{options:?}"
+            );
+            assert_bytes(&fetched.body, text, "/a.txt");
+        }
+        let opened: Vec<u32> = got.iter().map(|f| f.connects).collect();
+        assert_eq!(opened, connects, "{options:?}");
+    }
+    stop(server);
+}
+
+per_driver!(curl_post_gets_405_and_an_oversized_one_413_before_its_body);
+/// A form POST gets 405 with `Allow: GET, HEAD`; its body is read and
+/// discarded, so the GET after it on the same connection is answered. A
+/// POST over `--max-body` that waits for `100 Continue` gets 413 at once,
+/// before curl sends any of its body, and `Connection: close`.
+fn curl_post_gets_405_and_an_oversized_one_413_before_its_body(io: Io) {
+    require("curl");
+    let root = TempDir::new("post-root", io);
+    let scratch = TempDir::new("post", io);
+    root.write("a.txt", b"posted to\n");
+    let upload = scratch.write("upload.bin", &random_bytes(100_000, 6));
+    let server = serve(io, &root, &["--max-body", "65536"]);
+    let got = curl(
+        &server,
+        &scratch,
+        &[(&["--data", "name=value"], "/a.txt"), (&[], "/a.txt")],
+    );
+    assert_eq!(got[0].head.status, 405, "{got:?}");
+    assert_eq!(got[0].head.field("allow"), "GET, HEAD");
+    assert_eq!(got[0].uploaded, 10);
+    assert_eq!((got[1].head.status, got[1].connects), (200, 0), "{got:?}");
+    let data = format!("@{}", upload.to_str().unwrap());
+    let expect = [
+        "--data-binary",
+        &data,
+        "-H",
+        "Expect: 100-continue",
+        // Never give up waiting for 100 and send anyway.
+        "--expect100-timeout",
+        "20",
+    ];
+    let got = fetch(&server, &scratch, &expect, "/a.txt");
+    assert_eq!(got.head.status, 413, "{got:?}");
+    assert_eq!(got.uploaded, 0, "no byte of the body sent");
+    assert_eq!(got.head.field("connection"), "close");
+    stop(server);
+}
+
 /// Sets the modification time of `path` to `seconds` after the epoch.
 fn set_mtime(path: &Path, seconds: u64) {
     let file = fs::File::options().append(true).open(path).unwrap();
@@ -558,6 +659,14 @@ fn curl_conditional_requests_get_304_until_the_file_changes(io: Io) {
     let got = fetch(&server, &scratch, &["-z", copy_arg], "/note.txt");
     assert_eq!(got.head.status, 304, "-z a current copy: {got:?}");
     stop(server);
+}
+
+/// Now, in seconds since the epoch.
+fn now_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 per_driver!(curl_downloads_20_mib_byte_exact);
@@ -758,12 +867,62 @@ fn wait_for_file(path: &Path, what: &str, done: impl Fn(&str) -> bool) -> String
     }
 }
 
+/// Loads `url` in headless Chromium with the profile in `profile`;
+/// returns the DOM as it is once the page has loaded (and its `onload` has
+/// run). Fails if Chromium fails or takes over [`BROWSER_LIMIT`].
+#[track_caller]
+fn chromium_dom(profile: &TempDir, url: &str) -> String {
+    let output = run_bounded(
+        Command::new("chromium").args([
+            "--headless",
+            // Running as root (CI, containers) needs it.
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-background-networking",
+            &format!("--user-data-dir={}", profile.arg()),
+            "--dump-dom",
+            url,
+        ]),
+        BROWSER_LIMIT,
+    );
+    assert!(
+        output.status.success(),
+        "chromium: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Fails unless the [`INDEX`] page's script found the 3×2 image decoded
+/// to its colour and the stylesheet applied.
+#[track_caller]
+fn assert_rendered(dom: &str, visit: &str) {
+    for (what, want) in [
+        ("the image, decoded", r#"data-image="3x2""#),
+        ("its pixels", r#"data-pixel="200,100,50""#),
+        (
+            "the stylesheet, applied",
+            r#"data-background="rgb(1, 2, 3)""#,
+        ),
+    ] {
+        assert!(
+            dom.contains(want),
+            "{visit}: {what}: no {want} in the DOM:\n{dom}"
+        );
+    }
+}
+
 per_driver!(headless_chromium_renders_a_page_with_its_stylesheet_and_image);
 /// Headless Chromium loads a page that links a stylesheet (longer than a
 /// chunk, its rule at the end) and a 3×2 PNG: its DOM, dumped after the
 /// load event, shows the image decoded at its size and colour and the
-/// stylesheet applied; the access log shows all three requested with 200
-/// and their full lengths.
+/// stylesheet applied, and the access log shows all three requested with
+/// 200 and their full lengths. A second visit with the same profile
+/// revalidates all three from its cache (304) and renders the same.
 fn headless_chromium_renders_a_page_with_its_stylesheet_and_image(io: Io) {
     if !chromium_available() {
         return;
@@ -777,56 +936,44 @@ fn headless_chromium_renders_a_page_with_its_stylesheet_and_image(io: Io) {
     }
     style.push_str("body { background-color: rgb(1, 2, 3); }\n");
     let logo = png(3, 2, [200, 100, 50]);
-    root.write("index.html", INDEX.as_bytes());
-    root.write("style.css", style.as_bytes());
-    root.write("logo.png", &logo);
+    let tomorrow = now_seconds() + 86_400;
+    for (name, bytes) in [
+        ("index.html", INDEX.as_bytes()),
+        ("style.css", style.as_bytes()),
+        ("logo.png", &logo),
+    ] {
+        set_mtime(&root.write(name, bytes), tomorrow);
+    }
     let access_log = logs.path("access.log");
     let server = serve(io, &root, &["--access-log", access_log.to_str().unwrap()]);
     let url = format!("http://{}/", server.addr);
-    let output = run_bounded(
-        Command::new("chromium").args([
-            "--headless",
-            // Running as root (CI, containers) needs it.
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--no-default-browser-check",
-            "--disable-background-networking",
-            &format!("--user-data-dir={}", profile.arg()),
-            "--dump-dom",
-            &url,
-        ]),
-        BROWSER_LIMIT,
-    );
-    let dom = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "chromium: {}\n{stderr}",
-        output.status
-    );
-    for (what, want) in [
-        ("the image, decoded", r#"data-image="3x2""#),
-        ("its pixels", r#"data-pixel="200,100,50""#),
-        (
-            "the stylesheet, applied",
-            r#"data-background="rgb(1, 2, 3)""#,
-        ),
-    ] {
-        assert!(
-            dom.contains(want),
-            "{what}: no {want} in the DOM:\n{dom}\nchromium's standard error:\n{stderr}"
-        );
-    }
-    let lines = [
-        format!("\"GET / HTTP/1.1\" 200 {} ", INDEX.len()),
-        format!("\"GET /style.css HTTP/1.1\" 200 {} ", style.len()),
-        format!("\"GET /logo.png HTTP/1.1\" 200 {} ", logo.len()),
-    ];
+    let requested = |status: u16, lengths: [usize; 3]| {
+        [
+            ("/", lengths[0]),
+            ("/style.css", lengths[1]),
+            ("/logo.png", lengths[2]),
+        ]
+        .map(|(path, len)| format!("\"GET {path} HTTP/1.1\" {status} {len} "))
+    };
+
+    assert_rendered(&chromium_dom(&profile, &url), "first visit");
+    let fetched = requested(200, [INDEX.len(), style.len(), logo.len()]);
     let log = wait_for_file(&access_log, "the page's three requests", |text| {
-        lines.iter().all(|line| text.contains(line.as_str()))
+        fetched.iter().all(|line| text.contains(line.as_str()))
     });
     assert!(log.contains("HeadlessChrome"), "{log}");
+
+    // Without Cache-Control or Expires, Chromium treats a response as fresh
+    // for a tenth of its age by Last-Modified; the files are dated in the
+    // future, so that age is nil (their Last-Modified is the Date) and the
+    // second visit must ask again, however long the first one took.
+    assert_rendered(
+        &chromium_dom(&profile, &url),
+        "second visit, from the cache",
+    );
+    let revalidated = requested(304, [0, 0, 0]);
+    wait_for_file(&access_log, "the three revalidations", |text| {
+        revalidated.iter().all(|line| text.contains(line.as_str()))
+    });
     stop(server);
 }
