@@ -661,12 +661,68 @@ fn curl_conditional_requests_get_304_until_the_file_changes(io: Io) {
     stop(server);
 }
 
+/// The seconds since the epoch an HTTP date names, as `date` reads it.
+#[track_caller]
+fn seconds_of(http_date: &str) -> u64 {
+    let out = Command::new("date")
+        .args(["-u", "-d", http_date, "+%s"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "date -d {http_date:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 /// Now, in seconds since the epoch.
 fn now_seconds() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
         .as_secs()
+}
+
+per_driver!(issue_last_modified_in_the_future_is_replaced_by_the_date);
+/// A file dated in the future (a clock set wrong, an archive unpacked with
+/// its times) was shown as last modified then: later than the response's
+/// Date, which RFC 9110 (8.8.2.1) forbids, and which caches must second-
+/// guess. Its Last-Modified is now the Date; its ETag keeps the file's
+/// own time, and revalidating by it still gets 304, while revalidating by
+/// that date gets the file (its time is not known to be past).
+fn issue_last_modified_in_the_future_is_replaced_by_the_date(io: Io) {
+    require("curl");
+    let root = TempDir::new("future-root", io);
+    let scratch = TempDir::new("future", io);
+    let text = b"from the future\n";
+    let file = root.write("future.txt", text);
+    let future = now_seconds() + 86_400;
+    set_mtime(&file, future);
+    let server = serve(io, &root, &[]);
+    let got = fetch(&server, &scratch, &[], "/future.txt");
+    assert_eq!(got.head.status, 200);
+    let shown = seconds_of(got.head.field("last-modified"));
+    let date = seconds_of(got.head.field("date"));
+    assert!(shown <= date, "Last-Modified after the Date: {got:?}");
+    assert!(date - shown <= 1, "Last-Modified is the Date: {got:?}");
+    let etag = got.head.field("etag");
+    assert_eq!(etag, format!("\"{future:x}-{:x}\"", text.len()));
+    let by_tag = format!("If-None-Match: {etag}");
+    assert_eq!(
+        fetch(&server, &scratch, &["-H", &by_tag], "/future.txt")
+            .head
+            .status,
+        304
+    );
+    let by_date = ["-z", got.head.field("last-modified")];
+    assert_eq!(
+        fetch(&server, &scratch, &by_date, "/future.txt")
+            .head
+            .status,
+        200
+    );
+    stop(server);
 }
 
 per_driver!(curl_downloads_20_mib_byte_exact);
