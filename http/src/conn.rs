@@ -708,11 +708,17 @@ fn send_file(
         (None, None) => false,
     };
     let out = cx.output();
+    // Never later than the Date header (RFC 9110, 8.8.2.1: a time in the
+    // future is replaced by the response's date). A client revalidating
+    // by that date then gets the file again, as it should: its time is
+    // not known to be past. Taken before the Date header is written, so
+    // never a second after it.
+    let last_modified = opened.modified.min(date::now());
     let validators = |out: &mut Vec<u8>| {
         let _ = write!(
             out,
             "Last-Modified: {}\r\nETag: ",
-            date::http_date(opened.modified)
+            date::http_date(last_modified)
         );
         out.extend_from_slice(etag);
         out.extend_from_slice(b"\r\n");

@@ -54,6 +54,11 @@ pub(crate) fn write_log_time(out: &mut Vec<u8>) {
     with_now(|now| out.extend_from_slice(&now.clf));
 }
 
+/// The current second since the epoch (the one the `Date` header shows).
+pub(crate) fn now() -> i64 {
+    with_now(|now| i64::try_from(now.second).unwrap_or(i64::MAX))
+}
+
 /// A file's modification time as HTTP writes it (whole seconds).
 pub(crate) fn http_date(unix_seconds: i64) -> HttpDate {
     let seconds = u64::try_from(unix_seconds).unwrap_or(0);

@@ -473,18 +473,22 @@ pub fn tcp_sockets(pid: u32) -> Vec<TcpSocket> {
 
 // ---- real clients ------------------------------------------------------------
 
-/// Fails the test, with what to do, if `tool` is not installed.
-#[track_caller]
-pub fn require(tool: &str) {
-    let found = Command::new("sh")
+/// Whether the command `tool` is installed (on the `PATH`).
+pub fn installed(tool: &str) -> bool {
+    Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
         .stdout(Stdio::null())
         .status()
-        .is_ok_and(|status| status.success());
+        .is_ok_and(|status| status.success())
+}
+
+/// Fails the test, with what to do, if `tool` is not installed.
+#[track_caller]
+pub fn require(tool: &str) {
     assert!(
-        found,
-        "{tool} is not installed: these tests need real Unix socket clients; \
-         install them (Debian: apt-get install socat netcat-openbsd; .ci/run does)"
+        installed(tool),
+        "{tool} is not installed: these tests run it as a real client; \
+         install it (its Debian package is in .ci/run's list, which installs them)"
     );
 }
 
