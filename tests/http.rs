@@ -171,16 +171,14 @@ impl Client {
     #[track_caller]
     fn closed(&mut self) -> bool {
         let mut chunk = [0u8; 4096];
-        loop {
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return self.buffered.is_empty(),
-                Ok(n) => panic!(
-                    "more bytes after the last response: {:?}",
-                    String::from_utf8_lossy(&chunk[..n])
-                ),
-                Err(e) if e.kind() == ErrorKind::ConnectionReset => return false,
-                Err(e) => panic!("waiting for the close: {e}"),
-            }
+        match self.stream.read(&mut chunk) {
+            Ok(0) => self.buffered.is_empty(),
+            Ok(n) => panic!(
+                "more bytes after the last response: {:?}",
+                String::from_utf8_lossy(&chunk[..n])
+            ),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => false,
+            Err(e) => panic!("waiting for the close: {e}"),
         }
     }
 
