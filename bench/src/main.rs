@@ -57,7 +57,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use compare::{INSTRUCTIONS_DURATION, INSTRUCTIONS_DURATION_QUICK, SYSCALL_POINT, Settings};
+use compare::{
+    INSTRUCTIONS_DURATION, INSTRUCTIONS_DURATION_QUICK, RunSettings, SYSCALL_POINT, Settings,
+};
 use loadgen::Load;
 use servers::ServerKind;
 
@@ -197,20 +199,25 @@ fn main() -> ExitCode {
         } => {
             let settings = if quick {
                 Settings {
-                    rounds: 1,
-                    warmup: Duration::from_millis(100),
-                    duration: Duration::from_millis(400),
+                    runs: RunSettings {
+                        rounds: 1,
+                        warmup: Duration::from_millis(100),
+                        duration: Duration::from_millis(400),
+                        quick,
+                    },
                     memory_counts: if skip_memory { vec![] } else { vec![1000] },
                     syscalls: !skip_syscalls,
                     instructions: !skip_instructions,
                     instructions_duration: INSTRUCTIONS_DURATION_QUICK,
-                    quick,
                 }
             } else {
                 Settings {
-                    rounds: rounds as usize,
-                    warmup,
-                    duration,
+                    runs: RunSettings {
+                        rounds: rounds as usize,
+                        warmup,
+                        duration,
+                        quick,
+                    },
                     memory_counts: if skip_memory {
                         vec![]
                     } else {
@@ -219,7 +226,6 @@ fn main() -> ExitCode {
                     syscalls: !skip_syscalls,
                     instructions: !skip_instructions,
                     instructions_duration: INSTRUCTIONS_DURATION,
-                    quick,
                 }
             };
             let command = std::iter::once("cargo run -p evloop-bench --release --".to_string())
