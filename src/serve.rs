@@ -1,11 +1,13 @@
 //! `evloop serve`: runs one of the library's services.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
 use evloop::services::{Chargen, Daytime, Discard, Echo, Log};
 use evloop::{Address, Balance, Driver, Server, ServerBuilder, Service};
+use evloop_http::{AccessLog, Http};
 use tracing::{error, info, warn};
 
 use crate::{addr, duration, size};
@@ -26,7 +28,8 @@ const MIN_BUFFERED: usize = 64 * 1024;
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// The service: log (the seed: prints "read N bytes"), echo (RFC 862),
-    /// discard (RFC 863), chargen (RFC 864), daytime (RFC 867).
+    /// discard (RFC 863), chargen (RFC 864), daytime (RFC 867), http
+    /// (HTTP/1.1: static files with --root).
     #[arg(default_value = "log")]
     service: String,
     /// Address to listen on; may repeat. Default: 127.0.0.1:1815 (loopback only;
@@ -86,6 +89,95 @@ pub struct ServeArgs {
     /// log service: show each read's bytes as a hex dump.
     #[arg(long)]
     hexdump: bool,
+    #[command(flatten)]
+    http: HttpArgs,
+}
+
+/// Options of the http service.
+#[derive(Args, Debug, Default)]
+#[command(next_help_heading = "http service")]
+pub struct HttpArgs {
+    /// Serve the files under DIR. Without it, / is a page saying what is
+    /// running and everything else is 404.
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// List directories that have no index.html (else 403).
+    #[arg(long)]
+    list: bool,
+    /// Follow symlinks that lead out of the root (refused by default;
+    /// symlinks within the root are always followed).
+    #[arg(long)]
+    follow_symlinks: bool,
+    /// Serve names starting with a dot (refused with 403 by default).
+    #[arg(long)]
+    dotfiles: bool,
+    /// Time a client has to send a request's line and headers, counted
+    /// from its first byte: slower clients get 408. Default: 10s.
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse_positive)]
+    header_timeout: Option<Duration>,
+    /// Close keep-alive connections that send no request for this long.
+    /// Default: 75s.
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse_positive)]
+    keepalive_timeout: Option<Duration>,
+    /// The largest request body read (and discarded); larger ones get 413.
+    /// Default: 1MiB.
+    #[arg(long, value_name = "SIZE", value_parser = parse_max_body)]
+    max_body: Option<usize>,
+    /// Write a line per request (Combined Log Format) to FILE, or to
+    /// standard output with -. Default: off.
+    #[arg(long, value_name = "FILE")]
+    access_log: Option<PathBuf>,
+}
+
+impl HttpArgs {
+    /// The options given, by name, to refuse them for other services.
+    fn given(&self) -> Vec<&'static str> {
+        let options = [
+            ("--root", self.root.is_some()),
+            ("--list", self.list),
+            ("--follow-symlinks", self.follow_symlinks),
+            ("--dotfiles", self.dotfiles),
+            ("--header-timeout", self.header_timeout.is_some()),
+            ("--keepalive-timeout", self.keepalive_timeout.is_some()),
+            ("--max-body", self.max_body.is_some()),
+            ("--access-log", self.access_log.is_some()),
+        ];
+        options
+            .into_iter()
+            .filter(|&(_, on)| on)
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    /// The service these options describe.
+    fn service(&self) -> Result<Http, String> {
+        let mut http = Http::builder()
+            .list(self.list)
+            .follow_symlinks(self.follow_symlinks)
+            .dotfiles(self.dotfiles)
+            .software(format!("evloop {}", env!("CARGO_PKG_VERSION")));
+        if let Some(root) = &self.root {
+            http = http.root(root);
+        }
+        if let Some(timeout) = self.header_timeout {
+            http = http.header_timeout(timeout);
+        }
+        if let Some(timeout) = self.keepalive_timeout {
+            http = http.keepalive_timeout(timeout);
+        }
+        if let Some(max) = self.max_body {
+            http = http.max_body(max as u64);
+        }
+        if let Some(path) = &self.access_log {
+            let log = if path.as_os_str() == "-" {
+                AccessLog::to_stdout()
+            } else {
+                AccessLog::to_file(path)
+            };
+            http = http.access_log(log.map_err(|e| format!("access log: {e}"))?);
+        }
+        http.build().map_err(|e| format!("--root: {e}"))
+    }
 }
 
 /// A count of at least 1.
@@ -138,15 +230,34 @@ pub fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let http_options = args.http.given();
+    if args.service != "http"
+        && let Some(option) = http_options.first()
+    {
+        say!(
+            "evloop: {option} is an option of the http service, not of '{}'",
+            args.service
+        );
+        return ExitCode::from(2);
+    }
     match args.service.as_str() {
-        "log" => serve(builder, Log::new(args.hexdump), "log"),
-        "echo" => serve(builder, Echo, "echo"),
-        "discard" => serve(builder, Discard, "discard"),
-        "chargen" => serve(builder, Chargen::default(), "chargen"),
-        "daytime" => serve(builder, Daytime, "daytime"),
+        "log" => serve(builder, Log::new(args.hexdump), "log", nothing),
+        "echo" => serve(builder, Echo, "echo", nothing),
+        "discard" => serve(builder, Discard, "discard", nothing),
+        "chargen" => serve(builder, Chargen::default(), "chargen", nothing),
+        "daytime" => serve(builder, Daytime, "daytime", nothing),
+        "http" => match args.http.service() {
+            Ok(http) => serve(builder, http.clone(), "http", |server| {
+                http.running_on(server.driver(), server.loops());
+            }),
+            Err(message) => {
+                say!("evloop: {message}");
+                ExitCode::from(2)
+            }
+        },
         other => {
             say!(
-                "evloop: unknown service '{other}' (available: log, echo, discard, chargen, daytime)"
+                "evloop: unknown service '{other}' (available: log, echo, discard, chargen, daytime, http)"
             );
             ExitCode::from(2)
         }
@@ -208,7 +319,17 @@ fn check_descriptors(threads: usize, addresses: usize) -> Result<(), String> {
     Ok(())
 }
 
-fn serve<S: Service>(builder: ServerBuilder, service: S, name: &str) -> ExitCode {
+/// For services that need nothing of the built server.
+fn nothing<S>(_: &Server<S>) {}
+
+/// Builds the server, lets `built` see it (the driver chosen, the loops),
+/// and runs it.
+fn serve<S: Service>(
+    builder: ServerBuilder,
+    service: S,
+    name: &str,
+    built: impl FnOnce(&Server<S>),
+) -> ExitCode {
     let server = match builder.build(service) {
         Ok(server) => server,
         Err(e) => {
@@ -216,6 +337,7 @@ fn serve<S: Service>(builder: ServerBuilder, service: S, name: &str) -> ExitCode
             return ExitCode::from(1);
         }
     };
+    built(&server);
     for addr in server.local_addrs() {
         info!("{name}: listening on {addr}");
     }
@@ -237,4 +359,9 @@ fn serve<S: Service>(builder: ServerBuilder, service: S, name: &str) -> ExitCode
             ExitCode::from(1)
         }
     }
+}
+
+/// A request body limit: any size, 0 refusing every body.
+fn parse_max_body(text: &str) -> Result<usize, String> {
+    size::parse_at_least(text, 0)
 }

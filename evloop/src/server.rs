@@ -485,6 +485,11 @@ impl<S: Service> Server<S> {
         self.driver.to_string()
     }
 
+    /// The number of loops (threads) the server runs.
+    pub fn loops(&self) -> usize {
+        self.listeners.len()
+    }
+
     /// A handle to shut the server down from another thread.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {

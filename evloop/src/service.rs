@@ -197,7 +197,11 @@ pub trait Handler: 'static {
     }
 
     /// Input arrived: called once per successful read, with all unconsumed
-    /// input (earlier leftovers first).
+    /// input (earlier leftovers first). Also called, with the leftovers
+    /// alone, when [`on_drained`](Self::on_drained) or
+    /// [`on_deadline`](Self::on_deadline) resumes reading after
+    /// [`Context::pause_reading`] while input was left unconsumed: a
+    /// pipelining client may send nothing more until it has its answers.
     fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Action;
 
     /// The peer will send nothing more. `unconsumed` is the input the handler

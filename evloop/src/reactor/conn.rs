@@ -598,15 +598,42 @@ impl<H: Handler> Conn<H> {
     /// to hear of it: it may write the next chunk to `out`.
     pub(super) fn drained(&mut self, out: &mut Vec<u8>, env: &Env<'_>) -> Result<(), Fate> {
         self.core.flags.set(Flags::DRAIN_NOTICE, false);
+        let paused = self.core.flags.has(Flags::PAUSED_HANDLER);
         let action = self.call("Handler::on_drained", out, env, |h, cx| h.on_drained(cx))?;
-        self.apply(action)
+        self.apply(action)?;
+        self.replay_if_resumed(paused, out, env)
     }
 
     /// The handler's deadline passed.
     pub(super) fn deadline_passed(&mut self, out: &mut Vec<u8>, env: &Env<'_>) -> Result<(), Fate> {
         self.core.deadline = None;
+        let paused = self.core.flags.has(Flags::PAUSED_HANDLER);
         let action = self.call("Handler::on_deadline", out, env, |h, cx| h.on_deadline(cx))?;
-        self.apply(action)
+        self.apply(action)?;
+        self.replay_if_resumed(paused, out, env)
+    }
+
+    /// A handler that paused its input with some of it unconsumed (a
+    /// pipelined request behind a long answer) and has just resumed sees
+    /// that input again now: the client may be waiting for its answers
+    /// before it sends another byte, so the next read may never come.
+    fn replay_if_resumed(
+        &mut self,
+        was_paused: bool,
+        out: &mut Vec<u8>,
+        env: &Env<'_>,
+    ) -> Result<(), Fate> {
+        let resumed = was_paused && !self.core.flags.has(Flags::PAUSED_HANDLER);
+        let has_input = self
+            .core
+            .buffers
+            .as_ref()
+            .is_some_and(|b| !b.input.is_empty());
+        if resumed && has_input && self.core.phase == Phase::Open {
+            self.received(&[], out, env)
+        } else {
+            Ok(())
+        }
     }
 
     /// Whether the handler should hear that its output drained.
