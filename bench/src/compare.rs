@@ -70,8 +70,9 @@ pub struct Run {
     pub round: usize,
     /// Measured requests per second.
     pub requests_per_sec: f64,
-    /// 99th percentile latency in microseconds.
-    pub p99_us: f64,
+    /// 99th percentile latency in microseconds, if the load generator
+    /// measured one.
+    pub p99_us: Option<f64>,
     /// Server CPU time over the span `requests_total` counts, in seconds:
     /// the whole run, warm-up included, for echo; the measured run alone
     /// for HTTP (its warm-up is a separate wrk run).
@@ -373,7 +374,7 @@ pub fn interleave<K: Copy, P: Point>(
                             "round {round} {label} {:<22} {:>9.0} req/s  p99 {:>8.1} µs  {:>6.2} µs CPU/req",
                             summary.server,
                             run.requests_per_sec,
-                            run.p99_us,
+                            run.p99_us.unwrap_or(f64::NAN),
                             run.cpu_us_per_request()
                         );
                         summary.runs.push(run);
@@ -414,7 +415,7 @@ fn measure(
     Ok(Run {
         round,
         requests_per_sec: report.requests_per_sec,
-        p99_us: report.latency_us.p99,
+        p99_us: Some(report.latency_us.p99),
         server_cpu_seconds: (after - before).as_secs_f64(),
         requests_total: report.requests_total,
         load_cpu_seconds: report.cpu_seconds,
@@ -432,7 +433,7 @@ pub fn summarize(servers: &mut [ServerSummary], baseline: &str, uring_baseline: 
             let (min, max) = rates.fold((f64::MAX, 0.0_f64), |(lo, hi), r| (lo.min(r), hi.max(r)));
             (max - min) / median
         });
-        summary.p99_us = median(runs.iter().map(|r| r.p99_us));
+        summary.p99_us = median(runs.iter().filter_map(|r| r.p99_us));
         summary.cpu_us_per_request = median(runs.iter().map(Run::cpu_us_per_request));
     }
     let medians = |name: Option<&str>| {

@@ -95,7 +95,7 @@ mod tests {
         let run = Run {
             round: 0,
             requests_per_sec: rate,
-            p99_us: 0.0,
+            p99_us: None,
             // A million requests: the CPU seconds are the µs per request.
             server_cpu_seconds: cpu_us,
             requests_total: 1_000_000,

@@ -83,8 +83,10 @@ pub struct WrkReport {
     /// `Requests/sec:`.
     pub requests_per_sec: f64,
     /// The 99th percentile latency in microseconds, from `--latency`'s
-    /// distribution (with pipelining, of a whole batch).
-    pub p99_us: f64,
+    /// distribution (with pipelining, of a whole batch); `None` where wrk
+    /// printed 0.00us with requests done, i.e. took no latency sample (seen
+    /// once in a one-second pipelined run).
+    pub p99_us: Option<f64>,
     /// `Socket errors:` connect, read, write, timeout (all 0 when wrk
     /// prints no such line).
     pub socket_errors: [u64; 4],
@@ -150,11 +152,12 @@ pub fn parse(output: &str) -> Result<WrkReport, String> {
         }
     }
     let (requests, seconds) = requests.ok_or("no \"N requests in T\" line")?;
+    let p99_us = p99_us.ok_or("no 99% latency line (was --latency given?)")?;
     Ok(WrkReport {
         requests,
         seconds,
         requests_per_sec: requests_per_sec.ok_or("no Requests/sec line")?,
-        p99_us: p99_us.ok_or("no 99% latency line (was --latency given?)")?,
+        p99_us: (p99_us > 0.0 || requests == 0).then_some(p99_us),
         socket_errors,
         non_success,
     })
@@ -230,7 +233,7 @@ Transfer/sec:     22.07MB
                 requests: 137_167,
                 seconds: 2.01,
                 requests_per_sec: 68_377.17,
-                p99_us: 1240.0,
+                p99_us: Some(1240.0),
                 socket_errors: [0; 4],
                 non_success: 0,
             }
@@ -246,6 +249,12 @@ Transfer/sec:     22.07MB
             report.errors().as_deref(),
             Some("wrk reported 150329 non-2xx or 3xx responses (of 150329 requests)")
         );
+    }
+
+    #[test]
+    fn a_latency_never_sampled_is_none_not_zero() {
+        let unsampled = KEEP_ALIVE.replace("     99%    1.24ms", "     99%    0.00us");
+        assert_eq!(parse(&unsampled).unwrap().p99_us, None);
     }
 
     #[test]
