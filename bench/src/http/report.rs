@@ -21,6 +21,9 @@ pub fn render(results: &HttpResults) -> String {
     );
     out.push_str(&render_tables(results));
     if let Some(config) = &results.nginx_config {
+        // Paths relative to the workspace, as the commands above are.
+        let root = format!("{}/", crate::prepare::workspace_root().display());
+        let config = config.replace(&root, "");
         let _ = writeln!(
             out,
             "\n<details><summary>nginx's configuration (first run)</summary>\n\n```nginx\n{}```\n\n</details>",
