@@ -17,6 +17,16 @@
 //! section of `docs/BENCHMARKS.md`, which explains the method.
 //!
 //! ```text
+//! cargo run -p evloop-bench --release -- compare http [--quick] [--rounds N] [--duration D]
+//! ```
+//!
+//! runs evloop's HTTP service (`evloop serve http`, on each driver) against
+//! nginx (one worker), both serving the same files, under wrk; installs
+//! nginx and wrk from the system's packages where missing (see [`http`]).
+//! Results go to `bench/results/http.{json,md}` and the HTTP section of
+//! `docs/BENCHMARKS.md`.
+//!
+//! ```text
 //! cargo run -p evloop-bench --release -- pressure [--clients N] [--evloop PATH] [--json] [-- SERVE ARGS]
 //! ```
 //!
