@@ -4,7 +4,6 @@
 //! instructions under callgrind); then the io_uring driver's goals held
 //! against those figures ([`goals`]).
 
-use std::collections::HashMap;
 use std::fs;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -32,9 +31,9 @@ pub const INSTRUCTIONS_DURATION: Duration = Duration::from_secs(3);
 /// The same for `--quick`.
 pub const INSTRUCTIONS_DURATION_QUICK: Duration = Duration::from_millis(500);
 
-/// How `compare` runs.
+/// How the interleaved rounds run, in every comparison (echo and HTTP).
 #[derive(Debug, Clone, Serialize)]
-pub struct Settings {
+pub struct RunSettings {
     /// Rounds over the whole matrix.
     pub rounds: usize,
     /// Warm-up before each measured run.
@@ -43,6 +42,16 @@ pub struct Settings {
     /// Measured time per run.
     #[serde(serialize_with = "seconds")]
     pub duration: Duration,
+    /// A smoke test: results go under `target/`, not `bench/results/`.
+    pub quick: bool,
+}
+
+/// How `compare` runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    /// Rounds, their timing, and where the results go.
+    #[serde(flatten)]
+    pub runs: RunSettings,
     /// Idle connection counts for the memory runs (empty: skipped).
     pub memory_counts: Vec<usize>,
     /// Whether the cost per request is counted.
@@ -52,8 +61,6 @@ pub struct Settings {
     /// Load time per server under callgrind.
     #[serde(serialize_with = "seconds")]
     pub instructions_duration: Duration,
-    /// A smoke test: results go under `target/`, not `bench/results/`.
-    pub quick: bool,
 }
 
 /// One server at one load in one round.
@@ -63,11 +70,14 @@ pub struct Run {
     pub round: usize,
     /// Measured requests per second.
     pub requests_per_sec: f64,
-    /// 99th percentile latency in microseconds.
-    pub p99_us: f64,
-    /// Server CPU time over the whole run (warm-up included), in seconds.
+    /// 99th percentile latency in microseconds, if the load generator
+    /// measured one.
+    pub p99_us: Option<f64>,
+    /// Server CPU time over the span `requests_total` counts, in seconds:
+    /// the whole run, warm-up included, for echo; the measured run alone
+    /// for HTTP (its warm-up is a separate wrk run).
     pub server_cpu_seconds: f64,
-    /// Requests over the whole run (warm-up included).
+    /// Requests over that span.
     pub requests_total: u64,
     /// The load generator's CPU time over its whole run, in seconds, if
     /// read: where it is the limit, it is as busy as the server.
@@ -76,7 +86,7 @@ pub struct Run {
 
 impl Run {
     /// Server CPU microseconds per request.
-    fn cpu_us_per_request(&self) -> f64 {
+    pub fn cpu_us_per_request(&self) -> f64 {
         self.server_cpu_seconds * 1e6 / self.requests_total.max(1) as f64
     }
 }
@@ -102,10 +112,61 @@ pub struct ServerSummary {
     pub requests_per_sec_vs_baseline: Option<f64>,
     /// Median CPU per request over the baseline's.
     pub cpu_per_request_vs_baseline: Option<f64>,
-    /// Median requests/s over the io_uring baseline's (c-uring).
+    /// Median requests/s over the io_uring baseline's (c-uring; echo only).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub requests_per_sec_vs_uring_baseline: Option<f64>,
-    /// Median CPU per request over the io_uring baseline's (c-uring).
+    /// Median CPU per request over the io_uring baseline's (c-uring; echo
+    /// only).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_per_request_vs_uring_baseline: Option<f64>,
+}
+
+impl ServerSummary {
+    /// A server with no runs yet.
+    pub fn new(server: &'static str) -> ServerSummary {
+        ServerSummary {
+            server,
+            runs: Vec::new(),
+            errors: Vec::new(),
+            requests_per_sec: None,
+            requests_per_sec_spread: None,
+            p99_us: None,
+            cpu_us_per_request: None,
+            requests_per_sec_vs_baseline: None,
+            cpu_per_request_vs_baseline: None,
+            requests_per_sec_vs_uring_baseline: None,
+            cpu_per_request_vs_uring_baseline: None,
+        }
+    }
+}
+
+/// One load of a comparison, with a summary per server in the order the
+/// servers run.
+pub trait Point {
+    /// The load as the progress lines show it.
+    fn label(&self) -> String;
+    /// One summary per server.
+    fn servers(&mut self) -> &mut [ServerSummary];
+}
+
+impl Point for PointResult {
+    fn label(&self) -> String {
+        format!("{:>4} × {:>5} B", self.connections, self.size)
+    }
+
+    fn servers(&mut self) -> &mut [ServerSummary] {
+        &mut self.servers
+    }
+}
+
+/// Why a run produced no figure.
+#[derive(Debug)]
+pub enum Failure {
+    /// The server did not start; it is not tried again in later rounds,
+    /// which would only wait for the same failure.
+    Start(String),
+    /// The server started, the run did not produce a figure.
+    Run(String),
 }
 
 /// All servers at one load.
@@ -151,12 +212,7 @@ pub struct Results {
 /// Runs the comparison and writes its results; returns where they went.
 pub fn run(settings: Settings, command: String) -> Result<PathBuf, String> {
     let file_limit = raise_file_limit();
-    let pinning = if taskset_available() {
-        "servers on CPU 0, load generator on CPU 1 (taskset)".to_string()
-    } else {
-        "none: taskset is unavailable".to_string()
-    };
-    let environment = Environment::capture(command, pinning, file_limit.soft);
+    let environment = Environment::capture(command, pinning(), file_limit.soft);
     let binaries = prepare::build_all(true);
     let evloop = binaries
         .evloop
@@ -187,7 +243,7 @@ pub fn run(settings: Settings, command: String) -> Result<PathBuf, String> {
             connections: SYSCALL_POINT.0,
             size: SYSCALL_POINT.1,
             warmup: Duration::ZERO,
-            duration: settings.duration,
+            duration: settings.runs.duration,
         };
         let results = syscalls::run(&ServerKind::ALL, &binaries, &counters, load);
         (Some(counters), Some(results))
@@ -229,10 +285,17 @@ pub fn run(settings: Settings, command: String) -> Result<PathBuf, String> {
     write_results(&results)
 }
 
-/// Rounds of the whole matrix, each round running every load on every
-/// server in turn, so that drift in the machine spreads over all servers.
-/// Also returns c-uring's setup flags, read from its log the first time it
-/// starts.
+/// How servers and load generator are pinned, in words.
+pub fn pinning() -> String {
+    if taskset_available() {
+        "servers on CPU 0, load generator on CPU 1 (taskset)".to_string()
+    } else {
+        "none: taskset is unavailable".to_string()
+    }
+}
+
+/// Rounds of the whole matrix ([`interleave`]); also returns c-uring's
+/// setup flags, read from its log the first time it starts.
 fn throughput(settings: &Settings, binaries: &Binaries) -> (Vec<PointResult>, Option<String>) {
     let evloop = binaries.evloop.as_ref().expect("checked by the caller");
     let mut points: Vec<PointResult> = MATRIX
@@ -242,81 +305,88 @@ fn throughput(settings: &Settings, binaries: &Binaries) -> (Vec<PointResult>, Op
             size,
             servers: ServerKind::ALL
                 .iter()
-                .map(|kind| ServerSummary {
-                    server: kind.name(),
-                    runs: Vec::new(),
-                    errors: Vec::new(),
-                    requests_per_sec: None,
-                    requests_per_sec_spread: None,
-                    p99_us: None,
-                    cpu_us_per_request: None,
-                    requests_per_sec_vs_baseline: None,
-                    cpu_per_request_vs_baseline: None,
-                    requests_per_sec_vs_uring_baseline: None,
-                    cpu_per_request_vs_uring_baseline: None,
-                })
+                .map(|kind| ServerSummary::new(kind.name()))
                 .collect(),
         })
         .collect();
-    // A server that failed to start once is not retried: every later run
-    // would wait for the same failure.
-    let mut failed_to_start: HashMap<ServerKind, String> = HashMap::new();
     let mut c_uring_setup = None;
     let log_dir = prepare::work_dir();
-    for round in 0..settings.rounds {
-        for point in &mut points {
+    let runs = &settings.runs;
+    interleave(
+        runs.rounds,
+        &mut points,
+        &ServerKind::ALL,
+        |round, point, kind| {
             let load = Load {
                 connections: point.connections,
                 size: point.size,
-                warmup: settings.warmup,
-                duration: settings.duration,
+                warmup: runs.warmup,
+                duration: runs.duration,
             };
-            for (kind, summary) in ServerKind::ALL.iter().zip(&mut point.servers) {
-                if let Some(why) = failed_to_start.get(kind) {
-                    summary
-                        .errors
-                        .push(format!("round {round}: not started: {why}"));
-                    continue;
-                }
-                let server = match RunningServer::start(*kind, binaries, &log_dir) {
-                    Ok(server) => server,
-                    Err(why) => {
-                        eprintln!("{}: failed to start: {why}", kind.name());
-                        summary
-                            .errors
-                            .push(format!("round {round}: failed to start: {why}"));
-                        failed_to_start.insert(*kind, why);
-                        continue;
-                    }
+            let server = RunningServer::start(kind, binaries, &log_dir).map_err(Failure::Start)?;
+            if kind == ServerKind::CUring && c_uring_setup.is_none() {
+                c_uring_setup = server.log_head().as_deref().and_then(uring_setup);
+            }
+            measure(server, evloop, load, round).map_err(Failure::Run)
+        },
+    );
+    for point in &mut points {
+        summarize(
+            &mut point.servers,
+            ServerKind::BASELINE.name(),
+            Some(ServerKind::URING_BASELINE.name()),
+        );
+    }
+    (points, c_uring_setup)
+}
+
+/// Runs `rounds` rounds, each running every point on every server in turn
+/// (A B C … A B C …), so that drift in the machine spreads over all
+/// servers; `run` measures one server at one point in one round, starting
+/// it afresh. Each run lands in its server's summary at that point, as a
+/// figure or as the reason there is none. A server that failed to start
+/// once is not started again.
+pub fn interleave<K: Copy, P: Point>(
+    rounds: usize,
+    points: &mut [P],
+    kinds: &[K],
+    mut run: impl FnMut(usize, &P, K) -> Result<Run, Failure>,
+) {
+    let mut failed_to_start: Vec<Option<String>> = vec![None; kinds.len()];
+    for round in 0..rounds {
+        for point in points.iter_mut() {
+            for (i, &kind) in kinds.iter().enumerate() {
+                let outcome = match &failed_to_start[i] {
+                    Some(why) => Err(format!("round {round}: not started: {why}")),
+                    None => run(round, point, kind).map_err(|failure| match failure {
+                        Failure::Start(why) => {
+                            failed_to_start[i] = Some(why.clone());
+                            format!("round {round}: failed to start: {why}")
+                        }
+                        Failure::Run(why) => format!("round {round}: {why}"),
+                    }),
                 };
-                if *kind == ServerKind::CUring && c_uring_setup.is_none() {
-                    c_uring_setup = server.log_head().as_deref().and_then(uring_setup);
-                }
-                match measure(server, evloop, load, round) {
+                let label = point.label();
+                let summary = &mut point.servers()[i];
+                match outcome {
                     Ok(run) => {
                         eprintln!(
-                            "round {round} {:>4} × {:>4} B {:<22} {:>9.0} req/s  p99 {:>8.1} µs  {:>6.2} µs CPU/req",
-                            load.connections,
-                            load.size,
-                            kind.name(),
+                            "round {round} {label} {:<22} {:>9.0} req/s  p99 {:>8.1} µs  {:>6.2} µs CPU/req",
+                            summary.server,
                             run.requests_per_sec,
-                            run.p99_us,
+                            run.p99_us.unwrap_or(f64::NAN),
                             run.cpu_us_per_request()
                         );
                         summary.runs.push(run);
                     }
                     Err(why) => {
-                        eprintln!("round {round} {}: {why}", kind.name());
-                        summary.errors.push(format!("round {round}: {why}"));
+                        eprintln!("{label} {}: {why}", summary.server);
+                        summary.errors.push(why);
                     }
                 }
             }
         }
     }
-    for point in &mut points {
-        summarize(point);
-    }
-    (points, c_uring_setup)
 }
 
 /// The flags in c-uring's first line, `io_uring setup: FLAGS; …`.
@@ -345,16 +415,17 @@ fn measure(
     Ok(Run {
         round,
         requests_per_sec: report.requests_per_sec,
-        p99_us: report.latency_us.p99,
+        p99_us: Some(report.latency_us.p99),
         server_cpu_seconds: (after - before).as_secs_f64(),
         requests_total: report.requests_total,
         load_cpu_seconds: report.cpu_seconds,
     })
 }
 
-/// Fills in the medians and the ratios to both baselines.
-fn summarize(point: &mut PointResult) {
-    for summary in &mut point.servers {
+/// Fills in the medians, and the ratios to `baseline` (and to
+/// `uring_baseline`, where there is one).
+pub fn summarize(servers: &mut [ServerSummary], baseline: &str, uring_baseline: Option<&str>) {
+    for summary in servers.iter_mut() {
         let runs = &summary.runs;
         summary.requests_per_sec = median(runs.iter().map(|r| r.requests_per_sec));
         summary.requests_per_sec_spread = summary.requests_per_sec.map(|median| {
@@ -362,19 +433,18 @@ fn summarize(point: &mut PointResult) {
             let (min, max) = rates.fold((f64::MAX, 0.0_f64), |(lo, hi), r| (lo.min(r), hi.max(r)));
             (max - min) / median
         });
-        summary.p99_us = median(runs.iter().map(|r| r.p99_us));
+        summary.p99_us = median(runs.iter().filter_map(|r| r.p99_us));
         summary.cpu_us_per_request = median(runs.iter().map(Run::cpu_us_per_request));
     }
-    let medians = |kind: ServerKind| {
-        point
-            .servers
+    let medians = |name: Option<&str>| {
+        servers
             .iter()
-            .find(|s| s.server == kind.name())
+            .find(|s| Some(s.server) == name)
             .map_or((None, None), |s| (s.requests_per_sec, s.cpu_us_per_request))
     };
-    let (base_rps, base_cpu) = medians(ServerKind::BASELINE);
-    let (uring_rps, uring_cpu) = medians(ServerKind::URING_BASELINE);
-    for summary in &mut point.servers {
+    let (base_rps, base_cpu) = medians(Some(baseline));
+    let (uring_rps, uring_cpu) = medians(uring_baseline);
+    for summary in servers.iter_mut() {
         summary.requests_per_sec_vs_baseline = ratio(summary.requests_per_sec, base_rps);
         summary.cpu_per_request_vs_baseline = ratio(summary.cpu_us_per_request, base_cpu);
         summary.requests_per_sec_vs_uring_baseline = ratio(summary.requests_per_sec, uring_rps);
@@ -407,54 +477,81 @@ pub fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
 /// Writes `NAME.json`, `NAME.md` and `NAME.svg`: `bench/results/latest.*`
 /// for a full run, `target/evloop-bench/quick.*` for a smoke test.
 fn write_results(results: &Results) -> Result<PathBuf, String> {
-    let (dir, name) = if results.settings.quick {
-        (prepare::work_dir(), "quick")
-    } else {
-        (prepare::workspace_root().join("bench/results"), "latest")
-    };
-    fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let write = |extension: &str, contents: &str| -> Result<(), String> {
-        let path = dir.join(format!("{name}.{extension}"));
-        fs::write(&path, contents).map_err(|e| format!("{}: {e}", path.display()))
-    };
+    let quick = results.settings.runs.quick;
+    let name = if quick { "quick" } else { "latest" };
     let json = serde_json::to_string_pretty(results).map_err(|e| format!("JSON: {e}"))?;
-    write("json", &(json + "\n"))?;
     let svg_name = format!("{name}.svg");
-    write("md", &markdown::render(results, &svg_name))?;
-    write("svg", &chart::render(results)?)?;
-    if !results.settings.quick {
-        splice_into_docs(&markdown::render(results, "../bench/results/latest.svg"))?;
+    let written = write_files(
+        quick,
+        name,
+        &[
+            ("json", json + "\n"),
+            ("md", markdown::render(results, &svg_name)),
+            ("svg", chart::render(results)?),
+        ],
+    )?;
+    if !quick {
+        splice_into_docs(
+            "results",
+            &markdown::render(results, "../bench/results/latest.svg"),
+        )?;
     }
     print!(
         "{}\n{}",
         markdown::render_throughput(results),
-        markdown::render_goals(results)
+        markdown::render_goals(&goals::title(), &results.goals)
     );
+    Ok(written)
+}
+
+/// Writes `NAME.EXTENSION` for each file given, under `bench/results/` for
+/// a full run, under `target/evloop-bench/` for a smoke test; returns the
+/// path of the `md` one.
+pub fn write_files(quick: bool, name: &str, files: &[(&str, String)]) -> Result<PathBuf, String> {
+    let dir = if quick {
+        prepare::work_dir()
+    } else {
+        prepare::workspace_root().join("bench/results")
+    };
+    fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for (extension, contents) in files {
+        let path = dir.join(format!("{name}.{extension}"));
+        fs::write(&path, contents).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
     Ok(dir.join(format!("{name}.md")))
 }
 
-/// Replaces the generated part of `docs/BENCHMARKS.md` (between its two
-/// markers) with `generated`, so the published figures are always the last
-/// full run's and never typed by hand.
-fn splice_into_docs(generated: &str) -> Result<(), String> {
-    const BEGIN: &str = "<!-- results:begin -->";
-    const END: &str = "<!-- results:end -->";
+/// Replaces the generated part of `docs/BENCHMARKS.md` between the markers
+/// `<!-- SECTION:begin -->` and `<!-- SECTION:end -->` with `generated`, so
+/// the published figures are always the last full run's and never typed by
+/// hand.
+pub fn splice_into_docs(section: &str, generated: &str) -> Result<(), String> {
     let path = prepare::workspace_root().join("docs/BENCHMARKS.md");
     let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let (Some(begin), Some(end)) = (text.find(BEGIN), text.find(END)) else {
-        return Err(format!(
-            "{} lacks the {BEGIN} … {END} markers",
-            path.display()
-        ));
-    };
-    if end < begin {
-        return Err(format!("{}: {END} comes before {BEGIN}", path.display()));
-    }
-    let spliced = format!("{}{BEGIN}\n{generated}{}", &text[..begin], &text[end..]);
+    let spliced =
+        splice(&text, section, generated).map_err(|e| format!("{}: {e}", path.display()))?;
     fs::write(&path, spliced).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+/// `text` with what lies between SECTION's markers replaced.
+fn splice(text: &str, section: &str, generated: &str) -> Result<String, String> {
+    let begin_marker = format!("<!-- {section}:begin -->");
+    let end_marker = format!("<!-- {section}:end -->");
+    let (Some(begin), Some(end)) = (text.find(&begin_marker), text.find(&end_marker)) else {
+        return Err(format!("lacks the {begin_marker} … {end_marker} markers"));
+    };
+    if end < begin {
+        return Err(format!("{end_marker} comes before {begin_marker}"));
+    }
+    Ok(format!(
+        "{}{begin_marker}\n{generated}{}",
+        &text[..begin],
+        &text[end..]
+    ))
+}
+
+/// Serializes a duration as seconds.
+pub fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
 }
 
@@ -478,6 +575,25 @@ mod tests {
             Some("SINGLE_ISSUER|DEFER_TASKRUN")
         );
         assert_eq!(uring_setup("listening on 127.0.0.1:4000"), None);
+    }
+
+    #[test]
+    fn a_section_is_spliced_between_its_own_markers() {
+        let text = "intro\n<!-- a:begin -->\nold a\n<!-- a:end -->\n\
+                    <!-- b:begin -->\nold b\n<!-- b:end -->\n";
+        let spliced = splice(text, "b", "new b\n").unwrap();
+        assert_eq!(
+            spliced,
+            "intro\n<!-- a:begin -->\nold a\n<!-- a:end -->\n\
+             <!-- b:begin -->\nnew b\n<!-- b:end -->\n"
+        );
+        assert!(
+            splice(text, "c", "")
+                .unwrap_err()
+                .contains("<!-- c:begin -->")
+        );
+        let reversed = "<!-- a:end -->\n<!-- a:begin -->\n";
+        assert!(splice(reversed, "a", "").is_err());
     }
 
     #[test]

@@ -63,6 +63,11 @@ impl Goal {
     }
 }
 
+/// The heading of the goals' table.
+pub fn title() -> String {
+    format!("Goals of the io_uring driver ({})", SUBJECT.name())
+}
+
 /// Every goal, in the order the report lists them.
 pub fn assess(results: &Results) -> Vec<Goal> {
     let mut goals = vec![syscalls(results)];
@@ -203,7 +208,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::compare::{PointResult, ServerSummary, Settings};
+    use crate::compare::{PointResult, RunSettings, ServerSummary, Settings};
     use crate::environment::Environment;
     use crate::memory::{MemoryResult, MemoryStep};
     use crate::syscalls::SyscallResult;
@@ -214,17 +219,10 @@ mod tests {
         rate_vs_uring: Option<f64>,
     ) -> ServerSummary {
         ServerSummary {
-            server,
-            runs: vec![],
-            errors: vec![],
-            requests_per_sec: None,
-            requests_per_sec_spread: None,
-            p99_us: None,
-            cpu_us_per_request: None,
-            requests_per_sec_vs_baseline: None,
             cpu_per_request_vs_baseline: cpu_vs.0,
             requests_per_sec_vs_uring_baseline: rate_vs_uring,
             cpu_per_request_vs_uring_baseline: cpu_vs.1,
+            ..ServerSummary::new(server)
         }
     }
 
@@ -242,14 +240,16 @@ mod tests {
         Results {
             environment: Environment::for_tests(),
             settings: Settings {
-                rounds: 1,
-                warmup: Duration::ZERO,
-                duration: Duration::ZERO,
+                runs: RunSettings {
+                    rounds: 1,
+                    warmup: Duration::ZERO,
+                    duration: Duration::ZERO,
+                    quick: true,
+                },
                 memory_counts: vec![1000],
                 syscalls: true,
                 instructions: false,
                 instructions_duration: Duration::ZERO,
-                quick: true,
             },
             baseline: "c-epoll",
             uring_baseline: "c-uring",

@@ -1,10 +1,11 @@
 //! The load generator: `evloop bench echo --json`, pinned to its own CPU,
 //! on epoll (every comparison) or io_uring (`load-cost`), with the CPU time
-//! it used.
+//! it used; and [`run_to_end`], which runs any load process that way (wrk
+//! too, for `compare http`).
 
 use std::io::Read;
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -94,52 +95,17 @@ pub fn run_on(evloop: &Path, port: u16, load: Load, io: &str) -> Result<LoadRepo
         io.into(),
         "--json".into(),
     ];
-    let mut child = pinned(LOAD_CPU, &command_line)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("starting the load generator: {e}"))?;
     let limit = load.warmup + load.duration + OVERRUN;
-    let started = Instant::now();
-    // The load generator stops by itself; polling only enforces the bound.
-    // It is left a zombie (WNOWAIT) until its CPU time is read: taskset
-    // execs it, so the child's PID is the load generator's.
-    let pid = Pid::from_child(&child);
-    loop {
-        let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
-        match waitid(WaitId::Pid(pid), options) {
-            Ok(Some(_)) => break,
-            Ok(None) if started.elapsed() > limit => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("the load generator ran longer than {limit:?}"));
-            }
-            Ok(None) => thread::sleep(Duration::from_millis(5)),
-            Err(e) => return Err(format!("waiting for the load generator: {e}")),
-        }
-    }
-    let wall_seconds = started.elapsed().as_secs_f64();
-    let cpu_seconds = cpu_time(child.id()).ok().map(|d| d.as_secs_f64());
-    if let Err(e) = child.wait() {
-        return Err(format!("waiting for the load generator: {e}"));
-    }
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    if let Some(mut out) = child.stdout.take() {
-        let _ = out.read_to_string(&mut stdout);
-    }
-    if let Some(mut err) = child.stderr.take() {
-        let _ = err.read_to_string(&mut stderr);
-    }
-    let mut report: LoadReport = serde_json::from_str(stdout.trim()).map_err(|e| {
+    let finished = run_to_end(&command_line, limit)?;
+    let stderr = &finished.stderr;
+    let mut report: LoadReport = serde_json::from_str(finished.stdout.trim()).map_err(|e| {
         format!(
             "no report from the load generator ({e}): {}",
             stderr.lines().next().unwrap_or("")
         )
     })?;
-    report.cpu_seconds = cpu_seconds;
-    report.wall_seconds = wall_seconds;
+    report.cpu_seconds = finished.cpu_seconds;
+    report.wall_seconds = finished.wall_seconds;
     if report.passed {
         Ok(report)
     } else {
@@ -152,4 +118,77 @@ pub fn run_on(evloop: &Path, port: u16, load: Load, io: &str) -> Result<LoadRepo
             stderr.lines().next().unwrap_or("")
         ))
     }
+}
+
+/// A load process that ran to its end: what it printed and what it cost.
+#[derive(Debug)]
+pub struct Finished {
+    /// Everything it wrote to stdout.
+    pub stdout: String,
+    /// Everything it wrote to stderr.
+    pub stderr: String,
+    /// How it exited.
+    pub status: ExitStatus,
+    /// User plus system CPU time over its whole run, in seconds; `None` if
+    /// it could not be read.
+    pub cpu_seconds: Option<f64>,
+    /// Start to exit, in seconds.
+    pub wall_seconds: f64,
+}
+
+/// Runs `command_line` pinned to [`LOAD_CPU`] until it exits by itself,
+/// killing it (and saying so) if it runs longer than `limit`; reads its CPU
+/// time as it exits.
+pub fn run_to_end(command_line: &[String], limit: Duration) -> Result<Finished, String> {
+    let mut child = pinned(LOAD_CPU, command_line)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", command_line[0]))?;
+    // Drained while it runs, so that a chatty process never blocks on a
+    // full pipe.
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let started = Instant::now();
+    // It stops by itself; polling only enforces the bound. It is left a
+    // zombie (WNOWAIT) until its CPU time is read: taskset execs it, so the
+    // child's PID is the load process's.
+    let pid = Pid::from_child(&child);
+    loop {
+        let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+        match waitid(WaitId::Pid(pid), options) {
+            Ok(Some(_)) => break,
+            Ok(None) if started.elapsed() > limit => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{} ran longer than {limit:?}", command_line[0]));
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(5)),
+            Err(e) => return Err(format!("waiting for {}: {e}", command_line[0])),
+        }
+    }
+    let wall_seconds = started.elapsed().as_secs_f64();
+    let cpu_seconds = cpu_time(child.id()).ok().map(|d| d.as_secs_f64());
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for {}: {e}", command_line[0]))?;
+    Ok(Finished {
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+        status,
+        cpu_seconds,
+        wall_seconds,
+    })
+}
+
+/// Reads `pipe` to its end on a thread of its own.
+fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_string(&mut text);
+        }
+        text
+    })
 }

@@ -17,6 +17,16 @@
 //! section of `docs/BENCHMARKS.md`, which explains the method.
 //!
 //! ```text
+//! cargo run -p evloop-bench --release -- compare http [--quick] [--rounds N] [--duration D]
+//! ```
+//!
+//! runs evloop's HTTP service (`evloop serve http`, on each driver) against
+//! nginx (one worker), both serving the same files, under wrk; installs
+//! nginx and wrk from the system's packages where missing (see [`http`]).
+//! Results go to `bench/results/http.{json,md}` and the HTTP section of
+//! `docs/BENCHMARKS.md`.
+//!
+//! ```text
 //! cargo run -p evloop-bench --release -- pressure [--clients N] [--evloop PATH] [--json] [-- SERVE ARGS]
 //! ```
 //!
@@ -38,6 +48,7 @@ mod chart;
 mod compare;
 mod environment;
 mod goals;
+mod http;
 mod instructions;
 mod limits;
 mod load_cost;
@@ -55,9 +66,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
-use compare::{INSTRUCTIONS_DURATION, INSTRUCTIONS_DURATION_QUICK, SYSCALL_POINT, Settings};
+use compare::{
+    INSTRUCTIONS_DURATION, INSTRUCTIONS_DURATION_QUICK, RunSettings, SYSCALL_POINT, Settings,
+};
 use loadgen::Load;
 use servers::ServerKind;
 
@@ -70,10 +83,25 @@ struct Cli {
     command: Command,
 }
 
+/// What `compare` compares.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    /// evloop's echo server against C, mio and tokio echo servers.
+    Echo,
+    /// evloop's HTTP service against nginx, under wrk.
+    Http,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Everything: throughput matrix, idle memory, cost per request.
+    /// Everything: throughput matrix, idle memory, cost per request (echo);
+    /// or evloop's HTTP service against nginx under wrk (http).
     Compare {
+        /// What to compare: echo (every echo server: throughput, memory,
+        /// cost per request) or http (evloop's HTTP service against nginx,
+        /// under wrk; durations rounded up to whole seconds).
+        #[arg(value_enum, default_value_t = Target::Echo)]
+        target: Target,
         /// A smoke test: one short round, 1,000 idle connections; results
         /// under target/evloop-bench/ instead of bench/results/.
         #[arg(long)]
@@ -87,13 +115,14 @@ enum Command {
         /// Warm-up before each measured run.
         #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
         warmup: Duration,
-        /// Skip the idle-connection memory runs.
+        /// Skip the idle-connection memory runs (echo only).
         #[arg(long)]
         skip_memory: bool,
-        /// Skip counting system calls per request.
+        /// Skip counting system calls per request (echo only).
         #[arg(long)]
         skip_syscalls: bool,
-        /// Skip counting instructions per request under callgrind.
+        /// Skip counting instructions per request under callgrind (echo
+        /// only).
         #[arg(long)]
         skip_instructions: bool,
     },
@@ -187,6 +216,7 @@ fn main() -> ExitCode {
     let loopback = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let result = match cli.command {
         Command::Compare {
+            target,
             quick,
             rounds,
             duration,
@@ -195,22 +225,46 @@ fn main() -> ExitCode {
             skip_syscalls,
             skip_instructions,
         } => {
-            let settings = if quick {
-                Settings {
+            let command = std::iter::once("cargo run -p evloop-bench --release --".to_string())
+                .chain(std::env::args().skip(1))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let runs = if quick {
+                RunSettings {
                     rounds: 1,
                     warmup: Duration::from_millis(100),
                     duration: Duration::from_millis(400),
+                    quick,
+                }
+            } else {
+                RunSettings {
+                    rounds: rounds as usize,
+                    warmup,
+                    duration,
+                    quick,
+                }
+            };
+            if target == Target::Http {
+                if skip_memory || skip_syscalls || skip_instructions {
+                    eprintln!(
+                        "error: --skip-memory, --skip-syscalls and --skip-instructions are for echo"
+                    );
+                    return ExitCode::FAILURE;
+                }
+                let written = http::run(runs, command);
+                return report_written(written);
+            }
+            let settings = if quick {
+                Settings {
+                    runs,
                     memory_counts: if skip_memory { vec![] } else { vec![1000] },
                     syscalls: !skip_syscalls,
                     instructions: !skip_instructions,
                     instructions_duration: INSTRUCTIONS_DURATION_QUICK,
-                    quick,
                 }
             } else {
                 Settings {
-                    rounds: rounds as usize,
-                    warmup,
-                    duration,
+                    runs,
                     memory_counts: if skip_memory {
                         vec![]
                     } else {
@@ -219,14 +273,9 @@ fn main() -> ExitCode {
                     syscalls: !skip_syscalls,
                     instructions: !skip_instructions,
                     instructions_duration: INSTRUCTIONS_DURATION,
-                    quick,
                 }
             };
-            let command = std::iter::once("cargo run -p evloop-bench --release --".to_string())
-                .chain(std::env::args().skip(1))
-                .collect::<Vec<_>>()
-                .join(" ");
-            compare::run(settings, command).map(|path| eprintln!("results: {}", path.display()))
+            return report_written(compare::run(settings, command));
         }
         Command::Memory { counts } => {
             let limit = limits::raise_file_limit();
@@ -321,6 +370,20 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Says where the results went, or why there are none.
+fn report_written(written: Result<PathBuf, String>) -> ExitCode {
+    match written {
+        Ok(path) => {
+            eprintln!("results: {}", path.display());
+            ExitCode::SUCCESS
+        }
         Err(message) => {
             eprintln!("error: {message}");
             ExitCode::FAILURE

@@ -3,15 +3,30 @@
 
 use std::fmt::Write as _;
 
-use crate::compare::{Results, SYSCALL_POINT};
-use crate::goals;
+use crate::compare::{Results, RunSettings, SYSCALL_POINT, ServerSummary};
+use crate::environment::Environment;
+use crate::goals::{self, Goal};
 use crate::servers::ServerKind;
 
 /// The whole report: environment, throughput, memory, cost per request,
 /// the io_uring driver's goals.
 pub fn render(results: &Results, svg_name: &str) -> String {
-    let env = &results.environment;
-    let settings = &results.settings;
+    let mut out = render_header(&results.environment, &results.settings.runs);
+    if let Some(setup) = &results.c_uring_setup {
+        let _ = writeln!(out, "c-uring's ring was set up with: {setup}.\n");
+    }
+    out.push_str(&render_throughput(results));
+    let _ = writeln!(out, "\n![requests/s and CPU per request]({svg_name})\n");
+    render_memory(results, &mut out);
+    render_syscalls(results, &mut out);
+    out.push('\n');
+    out.push_str(&render_goals(&goals::title(), &results.goals));
+    out
+}
+
+/// The lines every report opens with: how to regenerate it, and the
+/// machine, toolchain and settings it was measured with.
+pub fn render_header(env: &Environment, settings: &RunSettings) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -38,57 +53,74 @@ pub fn render(results: &Results, svg_name: &str) -> String {
         env.nofile_limit,
         env.load_average,
     );
-    if let Some(setup) = &results.c_uring_setup {
-        let _ = writeln!(out, "c-uring's ring was set up with: {setup}.\n");
-    }
-    out.push_str(&render_throughput(results));
-    let _ = writeln!(out, "\n![requests/s and CPU per request]({svg_name})\n");
-    render_memory(results, &mut out);
-    render_syscalls(results, &mut out);
-    out.push('\n');
-    out.push_str(&render_goals(results));
     out
 }
 
 /// The throughput table, one block of rows per load, with every server's
 /// ratios to the C epoll baseline and to the C io_uring one.
 pub fn render_throughput(results: &Results) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "| load | server | requests/s | spread | p99 latency | server CPU per request | requests/s vs {0} | CPU per request vs {0} | requests/s vs {1} | CPU per request vs {1} |",
-        results.baseline, results.uring_baseline
-    );
-    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-    let mut problems = Vec::new();
-    for point in &results.throughput {
+    let rows = results.throughput.iter().flat_map(|point| {
         let load = format!(
             "{} conn{} × {} B",
             point.connections,
             if point.connections == 1 { "" } else { "s" },
             point.size
         );
-        for s in &point.servers {
-            let ratio = |v: Option<f64>| v.map_or("—".into(), |v| format!("{v:.2}"));
-            let _ = writeln!(
+        point.servers.iter().map(move |s| (load.clone(), s))
+    });
+    render_summaries(rows, results.baseline, Some(results.uring_baseline))
+}
+
+/// A table of servers' medians, one row per (load, server): requests/s,
+/// spread, p99 latency, CPU per request, and the ratios to `baseline` (and
+/// to `uring_baseline`, where given); then every run that produced no
+/// figure, and why.
+pub fn render_summaries<'a>(
+    rows: impl Iterator<Item = (String, &'a ServerSummary)>,
+    baseline: &str,
+    uring_baseline: Option<&str>,
+) -> String {
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "| load | server | requests/s | spread | p99 latency | server CPU per request | requests/s vs {baseline} | CPU per request vs {baseline} |"
+    );
+    if let Some(uring) = uring_baseline {
+        let _ = write!(out, " requests/s vs {uring} | CPU per request vs {uring} |");
+    }
+    out.push_str("\n|---|---|---:|---:|---:|---:|---:|---:|");
+    if uring_baseline.is_some() {
+        out.push_str("---:|---:|");
+    }
+    out.push('\n');
+    let mut problems = Vec::new();
+    let ratio = |v: Option<f64>| v.map_or("—".into(), |v| format!("{v:.2}"));
+    for (load, s) in rows {
+        let _ = write!(
+            out,
+            "| {load} | {} | {} | {} | {} | {} | {} | {} |",
+            s.server,
+            s.requests_per_sec
+                .map_or("—".into(), |v| thousands(v.round() as u64)),
+            s.requests_per_sec_spread
+                .map_or("—".into(), |v| format!("{:.0}%", v * 100.0)),
+            s.p99_us.map_or("—".into(), |v| format!("{v:.0} µs")),
+            s.cpu_us_per_request
+                .map_or("—".into(), |v| format!("{v:.2} µs")),
+            ratio(s.requests_per_sec_vs_baseline),
+            ratio(s.cpu_per_request_vs_baseline),
+        );
+        if uring_baseline.is_some() {
+            let _ = write!(
                 out,
-                "| {load} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                s.server,
-                s.requests_per_sec
-                    .map_or("—".into(), |v| thousands(v.round() as u64)),
-                s.requests_per_sec_spread
-                    .map_or("—".into(), |v| format!("{:.0}%", v * 100.0)),
-                s.p99_us.map_or("—".into(), |v| format!("{v:.0} µs")),
-                s.cpu_us_per_request
-                    .map_or("—".into(), |v| format!("{v:.2} µs")),
-                ratio(s.requests_per_sec_vs_baseline),
-                ratio(s.cpu_per_request_vs_baseline),
+                " {} | {} |",
                 ratio(s.requests_per_sec_vs_uring_baseline),
                 ratio(s.cpu_per_request_vs_uring_baseline),
             );
-            for error in &s.errors {
-                problems.push(format!("{load}, {}: {error}", s.server));
-            }
+        }
+        out.push('\n');
+        for error in &s.errors {
+            problems.push(format!("{load}, {}: {error}", s.server));
         }
     }
     if !problems.is_empty() {
@@ -285,17 +317,13 @@ fn render_syscalls(results: &Results, out: &mut String) {
     }
 }
 
-/// The io_uring driver's goals ([`crate::goals`]): one row each, with the
+/// A table of goals under the heading `title`: one row each, with the
 /// figure measured and PASS, MISS or "not measured".
-pub fn render_goals(results: &Results) -> String {
+pub fn render_goals(title: &str, goals: &[Goal]) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "### Goals of the io_uring driver ({})\n",
-        goals::SUBJECT.name()
-    );
+    let _ = writeln!(out, "### {title}\n");
     out.push_str("| figure | measured | goal | |\n|---|---:|---|---|\n");
-    for goal in &results.goals {
+    for goal in goals {
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} |",
@@ -309,7 +337,7 @@ pub fn render_goals(results: &Results) -> String {
 }
 
 /// `1234567` → `1,234,567`.
-fn thousands(n: u64) -> String {
+pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
@@ -331,22 +359,23 @@ mod tests {
 
     use std::time::Duration;
 
-    use crate::compare::Settings;
-    use crate::environment::Environment;
+    use crate::compare::{RunSettings, Settings};
     use crate::instructions::{InstructionCounts, InstructionResult};
 
     fn results_with(instructions: InstructionCounts) -> Results {
         Results {
             environment: Environment::for_tests(),
             settings: Settings {
-                rounds: 1,
-                warmup: Duration::ZERO,
-                duration: Duration::ZERO,
+                runs: RunSettings {
+                    rounds: 1,
+                    warmup: Duration::ZERO,
+                    duration: Duration::ZERO,
+                    quick: true,
+                },
                 memory_counts: vec![],
                 syscalls: false,
                 instructions: true,
                 instructions_duration: Duration::from_secs(3),
-                quick: true,
             },
             baseline: "c-epoll",
             uring_baseline: "c-uring",
@@ -414,7 +443,7 @@ mod tests {
             target: "≥ 1.00×".to_string(),
             met: Some(true),
         }];
-        let out = render_goals(&results);
+        let out = render_goals(&goals::title(), &results.goals);
         assert!(
             out.contains("### Goals of the io_uring driver (evloop-uring)"),
             "{out}"

@@ -114,22 +114,17 @@ impl ServerKind {
                 .map_err(Clone::clone)
         };
         Ok(match self {
-            ServerKind::Evloop | ServerKind::EvloopUring => vec![
-                program(&binaries.evloop)?,
-                "serve".into(),
-                "echo".into(),
-                "--listen".into(),
-                format!("127.0.0.1:{port}"),
-                "--threads".into(),
-                "1".into(),
-                "--io".into(),
+            ServerKind::Evloop | ServerKind::EvloopUring => evloop_serve(
+                Path::new(&program(&binaries.evloop)?),
+                "echo",
+                &[],
+                &port,
                 if self == ServerKind::Evloop {
                     "epoll"
                 } else {
                     "uring"
-                }
-                .into(),
-            ],
+                },
+            ),
             ServerKind::CEpoll => vec![program(&binaries.c_epoll)?, port],
             ServerKind::CUring => vec![program(&binaries.c_uring)?, port],
             ServerKind::COneEvent => vec![program(&binaries.c_one_event)?, port],
@@ -150,6 +145,30 @@ impl ServerKind {
             ],
         })
     }
+}
+
+/// `evloop serve SERVICE [SERVICE ARGS] --listen 127.0.0.1:PORT --threads 1
+/// --io IO`: one loop, on the driver named (never `auto`, which would pick
+/// for itself).
+pub fn evloop_serve(
+    evloop: &Path,
+    service: &str,
+    service_args: &[String],
+    port: &str,
+    io: &str,
+) -> Vec<String> {
+    [evloop.display().to_string(), "serve".into(), service.into()]
+        .into_iter()
+        .chain(service_args.iter().cloned())
+        .chain([
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--threads".into(),
+            "1".into(),
+            "--io".into(),
+            io.into(),
+        ])
+        .collect()
 }
 
 /// Prefixes a command line with `taskset -c CPU` where taskset exists.
