@@ -16,8 +16,12 @@
 //!   keep-alive connections closed after their own timeout.
 //!
 //! ```no_run
+//! use std::net::SocketAddr;
+//!
 //! let http = evloop_http::Http::builder().root("/srv/www").list(true).build()?;
-//! let server = evloop::Server::builder().listen("127.0.0.1:8080".parse::<std::net::SocketAddr>().unwrap()).build(http.clone())?;
+//! let server = evloop::Server::builder()
+//!     .listen(SocketAddr::from(([127, 0, 0, 1], 8080)))
+//!     .build(http.clone())?;
 //! http.running_on(server.driver(), server.loops());
 //! server.run()?;
 //! # Ok::<(), std::io::Error>(())
