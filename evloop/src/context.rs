@@ -1,6 +1,7 @@
 //! What a handler can see of its connection and ask of the loop.
 
 use std::fmt;
+use std::fs::File;
 use std::io;
 use std::time::Duration;
 
@@ -66,13 +67,54 @@ impl Context<'_> {
     /// The bytes to send: append to it. The loop writes them out after the
     /// call, and stops reading from the connection while too much of its
     /// output is pending (backpressure).
+    ///
+    /// # Panics
+    /// While a file is being sent ([`send_file`](Self::send_file)): output
+    /// goes out in order, and nothing may follow the file until it is out.
     pub fn output(&mut self) -> &mut Vec<u8> {
+        self.assert_no_file();
         self.output
     }
 
     /// Appends `bytes` to the output.
+    ///
+    /// # Panics
+    /// As [`output`](Self::output).
     pub fn write(&mut self, bytes: &[u8]) {
+        self.assert_no_file();
         self.output.extend_from_slice(bytes);
+    }
+
+    /// Sends `len` bytes of `file` from `offset` after the output written so
+    /// far, without copying them through memory where the driver can: the
+    /// readiness driver on Linux hands the file to the kernel (`sendfile`);
+    /// the others read it a chunk at a time as the client takes it. Either
+    /// way the connection holds no more than a chunk of it, however large
+    /// it is. The file counts as pending output (backpressure), and a
+    /// [`notify_drained`](Self::notify_drained) notice comes only once all
+    /// of it is sent: write nothing more until then (see
+    /// [`sending_file`](Self::sending_file)). If the file turns out shorter
+    /// than `len` (it shrank meanwhile), the connection is reset: the peer
+    /// was promised `len` bytes.
+    ///
+    /// # Panics
+    /// If a file is still being sent.
+    pub fn send_file(&mut self, file: File, offset: u64, len: u64) {
+        self.core.send_file(file, offset, len);
+    }
+
+    /// Whether a file given to [`send_file`](Self::send_file) is still
+    /// being sent: until it is, the output may not be written.
+    pub fn sending_file(&self) -> bool {
+        self.core.sending_file()
+    }
+
+    #[track_caller]
+    fn assert_no_file(&self) {
+        assert!(
+            !self.core.sending_file(),
+            "output written while a file is being sent"
+        );
     }
 
     /// The connection's identity.

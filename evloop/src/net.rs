@@ -372,8 +372,37 @@ const SEND_FLAGS: SendFlags = SendFlags::empty();
 
 /// Writes from `buf`.
 pub(crate) fn send(socket: &impl AsFd, buf: &[u8]) -> Outcome<usize> {
+    send_with(socket, buf, SEND_FLAGS)
+}
+
+/// Writes from `buf`, more to follow at once (a file, by
+/// [`sendfile`]): the kernel holds a short tail back to send it with what
+/// follows (`MSG_MORE`) rather than as a packet of its own.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn send_more(socket: &impl AsFd, buf: &[u8]) -> Outcome<usize> {
+    send_with(socket, buf, SEND_FLAGS | SendFlags::MORE)
+}
+
+fn send_with(socket: &impl AsFd, buf: &[u8], flags: SendFlags) -> Outcome<usize> {
     loop {
-        if let Some(outcome) = classify(rustix::net::send(socket, buf, SEND_FLAGS)) {
+        if let Some(outcome) = classify(rustix::net::send(socket, buf, flags)) {
+            return outcome;
+        }
+    }
+}
+
+/// Sends up to `len` bytes of `file` from `offset` (advanced by what went)
+/// without copying them through this process.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn sendfile(
+    socket: &impl AsFd,
+    file: &impl AsFd,
+    offset: &mut u64,
+    len: u64,
+) -> Outcome<usize> {
+    let count = usize::try_from(len).unwrap_or(usize::MAX);
+    loop {
+        if let Some(outcome) = classify(rustix::fs::sendfile(socket, file, Some(offset), count)) {
             return outcome;
         }
     }

@@ -23,6 +23,9 @@ per_driver!(
     a_handler_pauses_its_input_and_resumes_it,
     connections_have_distinct_ids_and_abort_resets,
     the_context_names_both_ends_and_a_unix_peers_credentials,
+    a_file_is_sent_after_the_output_before_it,
+    output_written_behind_a_file_being_sent_ends_the_connection,
+    the_end_of_input_seen_while_paused_is_read_on_resuming,
 );
 
 /// Answers each complete line upper-cased; a line `quit` gets `bye` and a
@@ -415,4 +418,120 @@ fn the_context_names_both_ends_and_a_unix_peers_credentials(driver: Driver) {
     }
     drop(client);
     drop(unix);
+}
+
+/// For each line `NAME OFFSET LEN`: a head line, then that range of the
+/// file, sent by the core (`send_file`); the next line is read only once
+/// the file is out (a drain notice, then reading resumes and the leftover
+/// lines are handed over again). `bad` writes behind a file being sent.
+#[derive(Clone)]
+struct Files {
+    path: std::path::PathBuf,
+}
+
+impl Handler for Files {
+    fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Action {
+        if cx.sending_file() {
+            return Action::Continue;
+        }
+        let Some(end) = input.bytes().iter().position(|&b| b == b'\n') else {
+            return Action::Continue;
+        };
+        let line = String::from_utf8(input.bytes()[..end].to_vec()).unwrap();
+        input.consume(end + 1);
+        let mut words = line.split(' ');
+        let (what, offset, len) = (words.next().unwrap(), words.next(), words.next());
+        let (offset, len): (u64, u64) = (
+            offset.unwrap().parse().unwrap(),
+            len.unwrap().parse().unwrap(),
+        );
+        cx.write(format!("{what} {len}\n").as_bytes());
+        cx.send_file(std::fs::File::open(&self.path).unwrap(), offset, len);
+        if what == "bad" {
+            cx.write(b"behind the file\n"); // panics: the connection ends
+        }
+        cx.pause_reading();
+        cx.notify_drained();
+        Action::Continue
+    }
+
+    fn on_drained(&mut self, cx: &mut Context<'_>) -> Action {
+        assert!(!cx.sending_file(), "the notice waits for the file");
+        cx.write(b"done\n");
+        cx.resume_reading();
+        Action::Continue
+    }
+}
+
+fn file_for(driver: Driver, name: &str, len: usize) -> (std::path::PathBuf, Vec<u8>) {
+    let path = std::env::temp_dir().join(format!(
+        "evloop-send-file-{name}-{}-{}",
+        support::variant(driver),
+        std::process::id()
+    ));
+    let content: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&path, &content).unwrap();
+    (path, content)
+}
+
+fn a_file_is_sent_after_the_output_before_it(driver: Driver) {
+    let (path, content) = file_for(driver, "ok", 3 << 20);
+    let server = start(Files { path: path.clone() }, driver, |b| b.threads(1));
+    let mut stream = connect(server.addr);
+    // Three requests in one write: the second and third wait in the
+    // leftovers while the first file is sent.
+    stream
+        .write_all(b"a 0 3145728\nb 1000 70000\nc 3145000 728\n")
+        .unwrap();
+    let mut want = Vec::new();
+    for (name, offset, len) in [
+        ("a", 0, 3 << 20),
+        ("b", 1000, 70_000),
+        ("c", 3_145_000, 728),
+    ] {
+        want.extend_from_slice(format!("{name} {len}\n").as_bytes());
+        want.extend_from_slice(&content[offset..offset + len]);
+        want.extend_from_slice(b"done\n");
+    }
+    let mut got = vec![0; want.len()];
+    stream.read_exact(&mut got).unwrap();
+    assert!(got == want, "the bytes differ");
+    std::fs::remove_file(path).unwrap();
+}
+
+fn output_written_behind_a_file_being_sent_ends_the_connection(driver: Driver) {
+    let (path, _) = file_for(driver, "bad", 1000);
+    let server = start(Files { path: path.clone() }, driver, |b| b.threads(1));
+    let mut stream = connect(server.addr);
+    stream.write_all(b"bad 0 1000\n").unwrap();
+    let mut got = Vec::new();
+    // Closed (reset or not) without the file's promised bytes.
+    let _ = stream.read_to_end(&mut got);
+    assert!(got.len() < 1000, "{} bytes", got.len());
+    let report = server.stop();
+    assert_eq!(report.total().closed(CloseReason::Error), 1);
+    std::fs::remove_file(path).unwrap();
+}
+
+/// The client sends its request and its end of input at once: the end
+/// is seen while the handler has paused, and must be read when it resumes
+/// from `on_drained`, not wait for an edge that never comes.
+fn the_end_of_input_seen_while_paused_is_read_on_resuming(driver: Driver) {
+    let (path, content) = file_for(driver, "eof", 1 << 20);
+    let server = start(Files { path: path.clone() }, driver, |b| b.threads(1));
+    let mut stream = connect(server.addr);
+    stream.write_all(b"a 0 1048576\n").unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    let got = read_to_end(&mut stream);
+    let mut want = b"a 1048576\n".to_vec();
+    want.extend_from_slice(&content);
+    want.extend_from_slice(b"done\n");
+    assert!(
+        got == want,
+        "got {} bytes, wanted {}",
+        got.len(),
+        want.len()
+    );
+    assert_eq!(server.stop().total().closed(CloseReason::Peer), 1);
+    std::fs::remove_file(path).unwrap();
 }

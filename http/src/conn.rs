@@ -1,5 +1,6 @@
 //! One HTTP connection: requests parsed as they arrive, answered in order
-//! into the connection's output, bodies discarded, large files streamed.
+//! into the connection's output, bodies discarded, large files handed to
+//! the connection core to send.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -19,9 +20,10 @@ use crate::response::{self, Persistence, Status};
 use crate::target::{self, Refusal};
 use crate::{MAX_HEAD, MAX_HEADERS, Shared, date};
 
-/// A file up to this size is read into the output whole; a larger one is
-/// sent this much at a time, the next chunk when the output has drained.
-const CHUNK: u64 = 64 * 1024;
+/// A body up to this size is read into the output, to go out with its
+/// head in one send; a larger one is handed to the connection core
+/// ([`Context::send_file`]: `sendfile` where the driver can).
+const INLINE_BODY: u64 = 16 * 1024;
 /// Past this much output, pipelined requests wait until it has drained:
 /// a client that sends requests and never reads answers holds the server's
 /// memory to about this, the rest of its requests staying in the kernel.
@@ -54,7 +56,7 @@ enum Phase {
     Head,
     /// Discarding a request's body before the next head.
     Body(Body),
-    /// Sending a file a chunk at a time; reading is paused.
+    /// The core is sending a file; reading is paused until it is out.
     Stream(Stream),
     /// The output passed [`OUTPUT_BATCH`]: reading is paused until it drains.
     Held,
@@ -87,15 +89,23 @@ enum ChunkAt {
     Trailers,
 }
 
-/// A file being streamed.
+/// What follows a file being sent.
 #[derive(Debug)]
 struct Stream {
-    file: File,
-    left: u64,
     /// Close once sent (the request asked for it).
     close: bool,
     /// The request's body, discarded once the answer is out.
     body: Option<Body>,
+}
+
+/// How an answer's body goes out.
+enum Sending {
+    /// Written into the output with the head (or there is none).
+    Done,
+    /// The core sends this file range after the head.
+    File { file: File, start: u64, len: u64 },
+    /// The file could not be read as promised: reset.
+    Failed,
 }
 
 /// What processing input came to.
@@ -274,7 +284,7 @@ impl HttpConnection {
         if body.is_some() && expecting && persistence != Persistence::Close {
             response::write_continue(cx.output());
         }
-        let (answered, stream) = if method == "GET" || method == "HEAD" {
+        let (answered, sending) = if method == "GET" || method == "HEAD" {
             answer(&self.shared, &mut self.path, &request, cx)
         } else {
             let sent = response::write_error(
@@ -289,22 +299,22 @@ impl HttpConnection {
                     status: Status::MethodNotAllowed,
                     body: sent,
                 },
-                None,
+                Sending::Done,
             )
         };
         self.log(&request, &answered);
-        match stream {
-            Some(Err(())) => return (head_len, Outcome::Abort),
-            Some(Ok(mut stream)) => {
-                stream.body = body;
-                stream.close = persistence == Persistence::Close;
-                self.phase = Phase::Stream(stream);
+        match sending {
+            Sending::Failed => return (head_len, Outcome::Abort),
+            Sending::File { file, start, len } => {
+                cx.send_file(file, start, len);
+                let close = persistence == Persistence::Close;
+                self.phase = Phase::Stream(Stream { close, body });
                 self.set_timer(Timer::Off, cx);
                 cx.pause_reading();
                 cx.notify_drained();
                 return (head_len, Outcome::Continue);
             }
-            None => {}
+            Sending::Done => {}
         }
         if persistence == Persistence::Close {
             return (head_len, Outcome::Close);
@@ -341,23 +351,11 @@ impl HttpConnection {
         self.timer = timer;
     }
 
-    /// Writes the next chunk of the file being streamed; at its end goes
-    /// back to requests.
-    fn stream_next(&mut self, cx: &mut Context<'_>) -> Outcome {
-        let Phase::Stream(stream) = &mut self.phase else {
-            return Outcome::Continue;
-        };
-        let n = stream.left.min(CHUNK);
-        if !read_exactly(&stream.file, n, cx.output()) {
-            return Outcome::Abort;
-        }
-        stream.left -= n;
-        if stream.left > 0 {
-            cx.notify_drained();
-            return Outcome::Continue;
-        }
+    /// The file has been sent: on to the request's body, or the next
+    /// request, or the close it asked for.
+    fn stream_done(&mut self, cx: &mut Context<'_>) -> Outcome {
         let Phase::Stream(stream) = std::mem::replace(&mut self.phase, Phase::Head) else {
-            unreachable!("streaming a moment ago");
+            return Outcome::Continue;
         };
         if stream.close {
             return Outcome::Close;
@@ -435,7 +433,7 @@ impl Handler for HttpConnection {
 
     fn on_drained(&mut self, cx: &mut Context<'_>) -> Action {
         match self.phase {
-            Phase::Stream(_) => self.stream_next(cx).into(),
+            Phase::Stream(_) => self.stream_done(cx).into(),
             Phase::Held => {
                 self.phase = Phase::Head;
                 self.resume(cx).into()
@@ -459,14 +457,13 @@ impl Handler for HttpConnection {
     }
 }
 
-/// Answers a GET or HEAD. Returns the stream to continue with when the
-/// body is a large file (`Err` if it cannot be read as promised).
+/// Answers a GET or HEAD, and says how its body goes out.
 fn answer(
     shared: &Shared,
     path: &mut Vec<u8>,
     request: &Request<'_>,
     cx: &mut Context<'_>,
-) -> (Answered, Option<Result<Stream, ()>>) {
+) -> (Answered, Sending) {
     let error = |status: Status, cx: &mut Context<'_>| {
         let body = response::write_error(
             cx.output(),
@@ -475,7 +472,7 @@ fn answer(
             b"",
             request.head_only,
         );
-        (Answered { status, body }, None)
+        (Answered { status, body }, Sending::Done)
     };
     let resolved = match target::resolve(request.target, shared.dotfiles, path) {
         Ok(resolved) => resolved,
@@ -507,7 +504,7 @@ fn answer(
                 status: Status::Ok,
                 body,
             },
-            None,
+            Sending::Done,
         );
     };
     let opened = match root.open_path(path) {
@@ -540,7 +537,7 @@ fn answer(
                 status: Status::MovedPermanently,
                 body,
             },
-            None,
+            Sending::Done,
         );
     }
     let listed = path.len();
@@ -581,7 +578,7 @@ fn answer(
             status: Status::Ok,
             body,
         },
-        None,
+        Sending::Done,
     )
 }
 
@@ -684,14 +681,14 @@ fn open_status(error: OpenError, path: &[u8]) -> Status {
 }
 
 /// Answers with a file: 304 when the client's copy is current, 206 or 416
-/// for a range, else 200; its body (unless HEAD) whole when small, else
-/// the first chunk and a stream for the rest.
+/// for a range, else 200; its body (unless HEAD) read into the output when
+/// small, else left to the connection core.
 fn send_file(
     opened: Opened,
     content_type: &str,
     request: &Request<'_>,
     cx: &mut Context<'_>,
-) -> (Answered, Option<Result<Stream, ()>>) {
+) -> (Answered, Sending) {
     let mut tag = [0u8; 40];
     let tag_len = {
         let mut cursor = io::Cursor::new(&mut tag[..]);
@@ -732,7 +729,7 @@ fn send_file(
                 status: Status::NotModified,
                 body: 0,
             },
-            None,
+            Sending::Done,
         );
     }
     let range_applies = fields.if_range.is_none_or(|validator| {
@@ -760,7 +757,7 @@ fn send_file(
                     status: Status::RangeNotSatisfiable,
                     body,
                 },
-                None,
+                Sending::Done,
             );
         }
     };
@@ -784,26 +781,19 @@ fn send_file(
         body: if request.head_only { 0 } else { len },
     };
     if request.head_only || len == 0 {
-        return (answered, None);
+        return (answered, Sending::Done);
     }
     let mut file = opened.file;
+    if len > INLINE_BODY {
+        return (answered, Sending::File { file, start, len });
+    }
     if start > 0 && file.seek(SeekFrom::Start(start)).is_err() {
-        return (answered, Some(Err(())));
+        return (answered, Sending::Failed);
     }
-    let first = len.min(CHUNK);
-    if !read_exactly(&file, first, out) {
-        return (answered, Some(Err(())));
+    if !read_exactly(&file, len, out) {
+        return (answered, Sending::Failed);
     }
-    if first == len {
-        return (answered, None);
-    }
-    let stream = Stream {
-        file,
-        left: len - first,
-        close: false,
-        body: None,
-    };
-    (answered, Some(Ok(stream)))
+    (answered, Sending::Done)
 }
 
 /// Appends exactly `n` bytes of `file` (from its position) to `out`;

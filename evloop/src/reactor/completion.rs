@@ -477,6 +477,11 @@ pub(super) fn sync_ops<H>(
 ) -> std::io::Result<()> {
     let core = &mut conn.core;
     let token = key as u32;
+    if !core.flags.has(Flags::SENDING) {
+        // A file being sent goes a chunk at a time, read once the output
+        // before it (and the chunk before) is out: a connection holds one.
+        core.refill_from_file()?;
+    }
     if !core.flags.has(Flags::SENDING)
         && let Some(output) = core.take_for_send()
     {

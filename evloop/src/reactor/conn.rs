@@ -11,6 +11,8 @@
 //! writes at once, or the connection's own, which a completion driver hands
 //! to the kernel and must not move until the send completes.
 
+use std::fs::File;
+use std::io::{self, Read, Seek};
 use std::os::fd::OwnedFd;
 
 use tracing::debug;
@@ -26,6 +28,10 @@ use crate::service::{Action, CloseReason, Handler, Input};
 /// A connection's buffer larger than this is freed, not kept, when it
 /// drains.
 pub(super) const KEEP_BUFFER: usize = 4 * 1024;
+
+/// How much of a file being sent a driver without `sendfile` reads into
+/// the output at a time.
+const FILE_CHUNK: usize = 64 * 1024;
 
 /// Where a connection is in its life: what it still does, so that no
 /// combination of flags can contradict it.
@@ -130,6 +136,20 @@ struct Buffers {
     in_flight_held: usize,
     /// The capacity counted in the server's `buffered`.
     accounted: usize,
+    /// A file to send after all the output ([`Context::send_file`]).
+    file: Option<FileBody>,
+}
+
+/// The part of a file still to send.
+#[derive(Debug)]
+pub(super) struct FileBody {
+    pub(super) file: File,
+    /// Where its next byte is.
+    pub(super) offset: u64,
+    pub(super) left: u64,
+    /// Whether the file's own position is at `offset` (for reads; `sendfile`
+    /// takes the offset and leaves the position alone).
+    positioned: bool,
 }
 
 /// Emptied connection buffers kept for reuse, so that a connection that
@@ -154,6 +174,7 @@ impl Spare {
         }
         release(&mut b.output);
         b.input = Vec::new();
+        b.file = None;
         b.written = 0;
         b.in_flight = 0;
         b.in_flight_held = 0;
@@ -244,12 +265,102 @@ impl Core {
         &self.socket
     }
 
-    /// Output produced and not yet sent.
+    /// Output produced and not yet sent, a file being sent included.
     #[inline]
     pub(super) fn pending(&self) -> usize {
-        self.buffers
-            .as_ref()
-            .map_or(0, |b| b.output.len() - b.written + b.in_flight)
+        self.buffers.as_ref().map_or(0, |b| {
+            let file = b
+                .file
+                .as_ref()
+                .map_or(0, |f| usize::try_from(f.left).unwrap_or(usize::MAX));
+            (b.output.len() - b.written + b.in_flight).saturating_add(file)
+        })
+    }
+
+    /// Whether a file is being sent (it follows all the output).
+    pub(crate) fn sending_file(&self) -> bool {
+        self.buffers.as_ref().is_some_and(|b| b.file.is_some())
+    }
+
+    /// Queues `len` bytes of `file` from `offset`, after all the output.
+    pub(crate) fn send_file(&mut self, file: File, offset: u64, len: u64) {
+        assert!(!self.sending_file(), "a file is already being sent");
+        if len > 0 {
+            self.buffers().file = Some(FileBody {
+                file,
+                offset,
+                left: len,
+                positioned: false,
+            });
+        }
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    /// The socket and the file being sent, once the output before it is
+    /// out: for a driver that hands the file to the kernel (`sendfile`).
+    pub(super) fn file_turn(&mut self) -> Option<(&OwnedFd, &mut FileBody)> {
+        let b = self.buffers.as_mut()?;
+        if b.output.len() > b.written {
+            return None;
+        }
+        Some((&self.socket, b.file.as_mut()?))
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    /// `n` bytes of the file went out (by `sendfile`, which advanced the
+    /// offset itself): done when none are left.
+    pub(super) fn file_sent(&mut self, n: u64, now: Tick) {
+        if n > 0 {
+            self.last_active = now;
+        }
+        if let Some(b) = &mut self.buffers
+            && let Some(body) = &mut b.file
+        {
+            body.left -= n.min(body.left);
+            if body.left == 0 {
+                b.file = None;
+            }
+        }
+    }
+
+    /// For a driver without `sendfile`: once the output before the file is
+    /// out, reads its next chunk into the output. Fails if the file ends
+    /// early (it shrank since the handler measured it) or cannot be read:
+    /// the length promised cannot be kept.
+    pub(super) fn refill_from_file(&mut self) -> io::Result<()> {
+        let Some(b) = self.buffers.as_mut() else {
+            return Ok(());
+        };
+        if b.output.len() > b.written {
+            return Ok(());
+        }
+        let Some(body) = &mut b.file else {
+            return Ok(());
+        };
+        let n = body.left.min(FILE_CHUNK as u64);
+        b.output.clear();
+        b.written = 0;
+        b.output.reserve(n as usize);
+        if !body.positioned {
+            (&body.file).seek(io::SeekFrom::Start(body.offset))?;
+            body.positioned = true;
+        }
+        let got = (&body.file).take(n).read_to_end(&mut b.output)?;
+        if got as u64 != n {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "a file being sent ended {} bytes early",
+                    body.left - got as u64
+                ),
+            ));
+        }
+        body.offset += n;
+        body.left -= n;
+        if body.left == 0 {
+            b.file = None;
+        }
+        Ok(())
     }
 
     /// The output not yet sent.
@@ -264,9 +375,9 @@ impl Core {
     /// handler left.
     #[inline]
     pub(super) fn holds_bytes(&self) -> bool {
-        self.buffers
-            .as_ref()
-            .is_some_and(|b| b.output.len() > b.written || b.in_flight > 0 || !b.input.is_empty())
+        self.buffers.as_ref().is_some_and(|b| {
+            b.output.len() > b.written || b.in_flight > 0 || !b.input.is_empty() || b.file.is_some()
+        })
     }
 
     /// `n` bytes of the pending output went out.
@@ -480,7 +591,10 @@ impl Core {
         let Some(b) = &mut self.buffers else {
             return;
         };
-        let empty = b.input.is_empty() && b.output.len() == b.written && b.in_flight == 0;
+        let empty = b.input.is_empty()
+            && b.output.len() == b.written
+            && b.in_flight == 0
+            && b.file.is_none();
         let held = if empty {
             0
         } else {
@@ -498,6 +612,7 @@ impl Core {
         if let Some(b) = &mut self.buffers {
             b.input.clear();
             b.output.clear();
+            b.file = None;
             b.written = 0;
             b.in_flight = 0;
             b.in_flight_held = 0;
@@ -641,6 +756,7 @@ impl<H: Handler> Conn<H> {
         self.core.flags.has(Flags::DRAIN_NOTICE)
             && matches!(self.core.phase, Phase::Open | Phase::Draining(_))
             && self.core.pending() <= low
+            && !self.core.sending_file()
     }
 
     /// Acts on what a handler call returned.

@@ -108,6 +108,12 @@ fn drive_phases<H: Handler>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Result<Next,
             if stream_drained(conn, io, &mut budget)? {
                 return Ok(Next::Requeue);
             }
+            // A handler that resumed reading from `on_drained` may have
+            // input waiting (an edge already seen, an end of input): it is
+            // read on the next pass, not when an edge that may never come.
+            if conn.core.flags.has(Flags::READ_READY) && conn.core.wants_read() {
+                return Ok(Next::Requeue);
+            }
         }
         Phase::Lingering => return discard(conn, io, budget),
         Phase::Draining(_) | Phase::Closing => {}
@@ -272,7 +278,8 @@ fn call_handler<H: Handler>(
         let wrote = own.len() - before;
         conn.core.put_output(own);
         said?;
-        if wrote > 0 && conn.core.flags.has(Flags::WRITE_READY) {
+        let more = wrote > 0 || conn.core.sending_file();
+        if more && conn.core.flags.has(Flags::WRITE_READY) {
             flush(conn, io)?;
         }
         wrote
@@ -281,6 +288,9 @@ fn call_handler<H: Handler>(
         call(conn, &io.read_buf[..fresh], io.scratch, &io.env)?;
         if !io.scratch.is_empty() {
             write_from_scratch(conn, io)?;
+        }
+        if conn.core.sending_file() && conn.core.flags.has(Flags::WRITE_READY) {
+            flush(conn, io)?;
         }
         let wrote = io.scratch.len();
         // One huge answer must not pin its memory for the loop's lifetime.
@@ -298,7 +308,8 @@ fn call_handler<H: Handler>(
 fn write_from_scratch<H>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Result<(), Fate> {
     let ready = conn.core.flags.has(Flags::WRITE_READY);
     let (sent, still_ready) = if ready {
-        write_all(&conn.core.socket, io.scratch, io.counters)?
+        let more = conn.core.sending_file();
+        write_all(&conn.core.socket, io.scratch, more, io.counters)?
     } else {
         (0, false)
     };
@@ -310,25 +321,83 @@ fn write_from_scratch<H>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Result<(), Fate
     Ok(())
 }
 
-/// Writes the connection's pending output until done or the socket is full.
+/// Writes the connection's pending output, then the file being sent if
+/// any, until done or the socket is full.
 fn flush<H>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Result<(), Fate> {
-    let (sent, still_ready) = write_all(&conn.core.socket, conn.core.unsent(), io.counters)?;
-    conn.core.flags.set(Flags::WRITE_READY, still_ready);
-    conn.core.sent(sent, io.env.clock.tick());
-    Ok(())
+    loop {
+        let more = conn.core.sending_file();
+        let unsent = conn.core.unsent();
+        let (sent, still_ready) = write_all(&conn.core.socket, unsent, more, io.counters)?;
+        conn.core.flags.set(Flags::WRITE_READY, still_ready);
+        conn.core.sent(sent, io.env.clock.tick());
+        if !still_ready || !conn.core.sending_file() {
+            return Ok(());
+        }
+        let still_ready = send_file(conn, io)?;
+        conn.core.flags.set(Flags::WRITE_READY, still_ready);
+        if !still_ready {
+            return Ok(());
+        }
+    }
 }
 
-/// Writes as much of `buf` as the socket takes; returns how much, and
-/// whether the socket may take more.
+/// The file's turn, on Linux: the kernel sends it from the page cache
+/// (`sendfile`) until it is out or the socket is full; returns whether the
+/// socket may take more.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn send_file<H>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Result<bool, Fate> {
+    let now = io.env.clock.tick();
+    while let Some((socket, body)) = conn.core.file_turn() {
+        let n = match net::sendfile(socket, &body.file, &mut body.offset, body.left) {
+            Outcome::Done(0) => {
+                debug!("a file being sent ended {} bytes early", body.left);
+                return Err(Fate::Abort);
+            }
+            Outcome::Done(n) => n,
+            Outcome::WouldBlock => return Ok(false),
+            Outcome::Reset(e) => return Err(failed("sendfile", &e, CloseReason::Reset)),
+            Outcome::Failed(e) => return Err(failed("sendfile", &e, CloseReason::Error)),
+        };
+        io.counters.bytes_out += n as u64;
+        conn.core.file_sent(n as u64, now);
+    }
+    Ok(true)
+}
+
+/// The file's turn, elsewhere: its next chunk is read into the output,
+/// which the caller writes.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn send_file<H>(conn: &mut Conn<H>, _io: &mut Io<'_>) -> Result<bool, Fate> {
+    conn.core.refill_from_file().map_err(|e| {
+        debug!("reading a file being sent: {e}");
+        Fate::Abort
+    })?;
+    Ok(true)
+}
+
+/// Writes as much of `buf` as the socket takes, `more` if a file follows
+/// it; returns how much, and whether the socket may take more.
 fn write_all(
     socket: &impl std::os::fd::AsFd,
     buf: &[u8],
+    more: bool,
     counters: &mut Counters,
 ) -> Result<(usize, bool), Fate> {
     let mut sent = 0;
     let mut ready = true;
     while sent < buf.len() {
-        match net::send(socket, &buf[sent..]) {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let outcome = if more {
+            net::send_more(socket, &buf[sent..])
+        } else {
+            net::send(socket, &buf[sent..])
+        };
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let outcome = {
+            let _ = more; // no MSG_MORE: the file's chunk follows in the output
+            net::send(socket, &buf[sent..])
+        };
+        match outcome {
             Outcome::Done(n) => sent += n,
             Outcome::WouldBlock => {
                 ready = false;
