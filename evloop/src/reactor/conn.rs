@@ -467,6 +467,11 @@ impl Core {
         }
     }
 
+    /// The input the handler left unconsumed, kept for its next call.
+    pub(super) fn leftover_input(&self) -> &[u8] {
+        self.buffers.as_ref().map_or(&[], |b| &b.input)
+    }
+
     /// What follows once the output is all out: a draining connection
     /// closes; one its handler closed sends FIN and lingers from `now`.
     /// Closing at once, with input unread in the kernel, would send a reset

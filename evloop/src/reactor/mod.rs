@@ -39,6 +39,7 @@ mod completion;
 mod conn;
 mod mailbox;
 mod readiness;
+pub mod testing;
 
 use std::io;
 use std::sync::Arc;
