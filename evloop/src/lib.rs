@@ -13,7 +13,9 @@
 //!   buffers, backpressure, idle timers and limits; signals and graceful
 //!   shutdown.
 //! * [`Service`] and [`Handler`] — what runs on a connection: bytes in,
-//!   bytes out. [`services`] has the ones `evloop serve` runs.
+//!   bytes out. [`services`] has the ones `evloop serve` runs;
+//!   [`testing`] drives one connection of any of them in memory, for tests
+//!   and fuzzers.
 //!
 //! # Example
 //!
@@ -69,6 +71,7 @@ pub use address::{Address, ParseAddressError};
 pub use context::{ConnId, Context, Credentials};
 pub use driver::{Driver, ParseDriverError};
 pub use reactor::LoopReport;
+pub use reactor::testing;
 pub use server::{Balance, Report, Server, ServerBuilder, ShutdownHandle};
 pub use service::{Action, CloseReason, Handler, Input, Service};
 pub use stats::Counters;

@@ -391,6 +391,17 @@ impl HttpConnection {
         }
     }
 
+    /// What the handler answers the loop: a connection that closes (its
+    /// last answer written) or resets stops its timer first, so that a
+    /// header timeout cannot add a 408 behind that last answer while the
+    /// client has not read it yet.
+    fn decided(&mut self, outcome: Outcome, cx: &mut Context<'_>) -> Action {
+        if !matches!(outcome, Outcome::Continue) {
+            self.set_timer(Timer::Off, cx);
+        }
+        outcome.into()
+    }
+
     /// Writes the access log line for an answered request.
     fn log(&self, request: &Request<'_>, answered: &Answered) {
         let Some(log) = &self.shared.access_log else {
@@ -419,7 +430,7 @@ impl Handler for HttpConnection {
     fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Action {
         let (used, outcome) = self.process(input.bytes(), cx);
         input.consume(used);
-        outcome.into()
+        self.decided(outcome, cx)
     }
 
     fn on_read_closed(&mut self, unconsumed: &[u8], cx: &mut Context<'_>) {
@@ -432,14 +443,15 @@ impl Handler for HttpConnection {
     }
 
     fn on_drained(&mut self, cx: &mut Context<'_>) -> Action {
-        match self.phase {
-            Phase::Stream(_) => self.stream_done(cx).into(),
+        let outcome = match self.phase {
+            Phase::Stream(_) => self.stream_done(cx),
             Phase::Held => {
                 self.phase = Phase::Head;
-                self.resume(cx).into()
+                self.resume(cx)
             }
-            Phase::Head | Phase::Body(_) => Action::Continue,
-        }
+            Phase::Head | Phase::Body(_) => Outcome::Continue,
+        };
+        self.decided(outcome, cx)
     }
 
     fn on_deadline(&mut self, cx: &mut Context<'_>) -> Action {

@@ -569,31 +569,18 @@ fn advance<H: Handler>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Result<Next, Fate
         io.counters.budget_pauses += 1;
     }
     let mut budget = io.env.config.read_budget;
-    while conn.wants_drain_notice(low) {
-        if budget == 0 {
-            return Ok(Next::Requeue);
-        }
-        let wrote = call(conn, io, |conn, out, env| conn.drained(out, env))?;
-        // A handler that asks again without writing must not spin here.
-        budget = budget.saturating_sub(wrote.max(1));
+    let streaming = conn.stream_while_drained(low, &mut budget, |conn| {
+        call(conn, io, |conn, out, env| conn.drained(out, env))
+    })?;
+    if streaming {
+        return Ok(Next::Requeue);
     }
-    if conn.core.pending() > 0 {
-        return Ok(Next::Keep);
+    if conn.core.pending() == 0 {
+        // As on epoll: FIN once a closing connection's output is out, then
+        // discard what the client still sends (the receive stays armed).
+        conn.core.end_if_flushed(io.env.clock.tick())?;
     }
-    match conn.core.phase {
-        Phase::Draining(reason) => Err(Fate::Close(reason)),
-        Phase::Closing => {
-            // As on epoll: FIN now, then discard what the client still sends
-            // until it closes too or the linger passes (pitfall 8).
-            if net::shutdown_write(&conn.core.socket).is_err() {
-                return Err(Fate::Close(CloseReason::Service));
-            }
-            conn.core.phase = Phase::Lingering;
-            conn.core.last_active = io.env.clock.tick();
-            Ok(Next::Keep)
-        }
-        Phase::Open | Phase::Lingering => Ok(Next::Keep),
-    }
+    Ok(Next::Keep)
 }
 
 /// One handler call, writing into the connection's own output buffer
@@ -606,13 +593,10 @@ fn call<H: Handler>(
     f: impl FnOnce(&mut Conn<H>, &mut Vec<u8>, &Env<'_>) -> Result<(), Fate>,
 ) -> Result<usize, Fate> {
     conn.core.ensure_buffers(io.spare);
-    let mut own = conn.core.take_output();
-    let before = own.len();
-    let said = f(conn, &mut own, &io.env);
-    let wrote = own.len() - before;
-    conn.core.put_output(own);
-    said?;
-    if conn.core.pause_if_full(io.env.config.high_watermark) {
+    let env = &io.env;
+    let (wrote, paused) =
+        conn.call_into_own_output(env.config.high_watermark, |conn, out| f(conn, out, env))?;
+    if paused {
         io.counters.backpressure_pauses += 1;
     }
     Ok(wrote)

@@ -22,6 +22,7 @@ use crate::Address;
 use crate::clock::{Clock, Tick};
 use crate::config::Config;
 use crate::context::{ConnId, Context};
+use crate::net;
 use crate::poll::Interest;
 use crate::service::{Action, CloseReason, Handler, Input};
 
@@ -602,6 +603,32 @@ impl Core {
         }
     }
 
+    /// The input the handler left unconsumed, kept for its next call.
+    pub(super) fn leftover_input(&self) -> &[u8] {
+        self.buffers.as_ref().map_or(&[], |b| &b.input)
+    }
+
+    /// What follows once the output is all out: a draining connection
+    /// closes; one its handler closed sends FIN and lingers from `now`.
+    /// Closing at once, with input unread in the kernel, would send a reset
+    /// that can destroy that output before the client reads it (pitfall
+    /// 8); so the driver reads and discards until the client closes too,
+    /// for at most the linger time (the loop's timers enforce it).
+    pub(super) fn end_if_flushed(&mut self, now: Tick) -> Result<(), Fate> {
+        match self.phase {
+            Phase::Draining(reason) => Err(Fate::Close(reason)),
+            Phase::Closing => {
+                if net::shutdown_write(&self.socket).is_err() {
+                    return Err(Fate::Close(CloseReason::Service));
+                }
+                self.phase = Phase::Lingering;
+                self.last_active = now;
+                Ok(())
+            }
+            Phase::Open | Phase::Lingering => Ok(()),
+        }
+    }
+
     /// Counts what the connection's buffers hold now into the loop's
     /// `unpublished` change, and frees the buffers (to `spare`) once they
     /// are empty.
@@ -774,6 +801,59 @@ impl<H: Handler> Conn<H> {
         } else {
             Ok(())
         }
+    }
+
+    /// Tells a streaming handler that its output drained, again and again
+    /// while it asks to hear it and its output is at or below `low`.
+    /// `call` makes one [`drained`](Self::drained) call the driver's way
+    /// and says how many bytes it wrote; each call spends that much of
+    /// `budget`, at least one (a handler that asks again without writing
+    /// must not spin here). Returns true if the budget ran out with the
+    /// handler still streaming.
+    pub(super) fn stream_while_drained(
+        &mut self,
+        low: usize,
+        budget: &mut usize,
+        mut call: impl FnMut(&mut Self) -> Result<usize, Fate>,
+    ) -> Result<bool, Fate> {
+        while self.wants_drain_notice(low) {
+            if *budget == 0 {
+                return Ok(true);
+            }
+            let wrote = call(self)?;
+            *budget = budget.saturating_sub(wrote.max(1));
+        }
+        Ok(false)
+    }
+
+    /// Runs `f`, one call into the state machine, with the connection's own
+    /// output buffer as its output: for drivers that hand the output over
+    /// whole later, not write it at once. Pauses reading above `high`.
+    /// Returns how many bytes the call wrote, and whether it paused.
+    pub(super) fn call_into_own_output(
+        &mut self,
+        high: usize,
+        f: impl FnOnce(&mut Self, &mut Vec<u8>) -> Result<(), Fate>,
+    ) -> Result<(usize, bool), Fate> {
+        let mut own = self.core.take_output();
+        let before = own.len();
+        let said = f(self, &mut own);
+        let wrote = own.len() - before;
+        self.core.put_output(own);
+        said?;
+        Ok((wrote, self.core.pause_if_full(high)))
+    }
+
+    /// The connection is closed for `reason`: its buffers are discarded
+    /// (and accounted), and its handler hears of it.
+    pub(super) fn ended(
+        &mut self,
+        reason: CloseReason,
+        unpublished: &mut isize,
+        spare: &mut Spare,
+    ) {
+        self.core.discard_buffers(unpublished, spare);
+        contain_panic("Handler::on_close", || self.handler.on_close(reason));
     }
 
     /// Whether the handler should hear that its output drained.

@@ -39,6 +39,7 @@ mod completion;
 mod conn;
 mod mailbox;
 mod readiness;
+pub mod testing;
 
 use std::io;
 use std::sync::Arc;
@@ -54,7 +55,7 @@ use crate::clock::{Clock, Tick};
 use crate::config::Config;
 use crate::net;
 use crate::poll::{Event, Events, Interest, Poller, Token};
-use crate::service::{CloseReason, Handler, Service};
+use crate::service::{CloseReason, Service};
 use crate::stats::Counters;
 use crate::timer::{Deadline, Timers};
 
@@ -529,9 +530,7 @@ impl<S: Service> Reactor<S> {
         if conn.core.flags.has(Flags::RETIRED) {
             return; // closed already, waiting for its completions
         }
-        conn.core
-            .discard_buffers(&mut self.unpublished, &mut self.spare);
-        contain_panic("Handler::on_close", || conn.handler.on_close(reason));
+        conn.ended(reason, &mut self.unpublished, &mut self.spare);
         self.counters.closed[reason.index()] += 1;
         let retired = match &mut self.io {
             LoopIo::Readiness(_) => false,

@@ -121,11 +121,12 @@ fn drive_phases<H: Handler>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Result<Next,
     if conn.core.pending() > 0 {
         return Ok(Next::Keep);
     }
-    match conn.core.phase {
-        Phase::Draining(reason) => Err(Fate::Close(reason)),
-        Phase::Closing => start_lingering(conn, io, budget),
-        Phase::Open | Phase::Lingering => Ok(Next::Keep),
+    conn.core.end_if_flushed(io.env.clock.tick())?;
+    if conn.core.phase == Phase::Lingering {
+        // Lingering from now: what the client still sends is dropped.
+        return discard(conn, io, budget);
     }
+    Ok(Next::Keep)
 }
 
 /// Reads and hands input to the handler while the connection wants it;
@@ -192,15 +193,10 @@ fn stream_while_drained<H: Handler>(
     io: &mut Io<'_>,
     budget: &mut usize,
 ) -> Result<bool, Fate> {
-    while conn.wants_drain_notice(io.env.config.low_watermark) {
-        if *budget == 0 {
-            return Ok(true);
-        }
-        let wrote = call_handler(conn, io, 0, |conn, _, out, env| conn.drained(out, env))?;
-        // A handler that asks again without writing must not spin here.
-        *budget = budget.saturating_sub(wrote.max(1));
-    }
-    Ok(false)
+    let low = io.env.config.low_watermark;
+    conn.stream_while_drained(low, budget, |conn| {
+        call_handler(conn, io, 0, |conn, _, out, env| conn.drained(out, env))
+    })
 }
 
 /// How much the connection may read now: a full buffer while the server
@@ -219,20 +215,6 @@ fn read_allowance<H>(conn: &Conn<H>, io: &Io<'_>) -> Option<usize> {
     } else {
         None
     }
-}
-
-/// The handler closed and its output is out. Closing now, with input
-/// unread in the kernel, would send a reset that can destroy that output
-/// before the client reads it (pitfall 8). So: send FIN
-/// (`shutdown(SHUT_WR)`), then read and discard until the client closes too,
-/// for at most the linger time (the loop's timers enforce it).
-fn start_lingering<H>(conn: &mut Conn<H>, io: &mut Io<'_>, budget: usize) -> Result<Next, Fate> {
-    if net::shutdown_write(&conn.core.socket).is_err() {
-        return Err(Fate::Close(CloseReason::Service));
-    }
-    conn.core.phase = Phase::Lingering;
-    conn.core.last_active = io.env.clock.tick(); // the lingering starts now
-    discard(conn, io, budget)
 }
 
 /// Reads and drops what a lingering connection's client still sends.
