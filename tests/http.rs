@@ -157,7 +157,7 @@ impl Client {
     #[track_caller]
     fn fill(&mut self) {
         let mut chunk = [0u8; 64 * 1024];
-        let n = self.stream.read(&mut chunk).expect("read a response");
+        let n = read_some(&mut self.stream, &mut chunk).expect("read a response");
         assert!(
             n > 0,
             "the server closed mid-response; had {:?}",
@@ -171,7 +171,7 @@ impl Client {
     #[track_caller]
     fn closed(&mut self) -> bool {
         let mut chunk = [0u8; 4096];
-        match self.stream.read(&mut chunk) {
+        match read_some(&mut self.stream, &mut chunk) {
             Ok(0) => self.buffered.is_empty(),
             Ok(n) => panic!(
                 "more bytes after the last response: {:?}",
@@ -187,6 +187,18 @@ impl Client {
     fn get(&mut self, path: &str) -> Response {
         self.send(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes());
         self.response(false)
+    }
+}
+
+/// One `read`, again if a signal interrupted it: with a read timeout set
+/// (`SO_RCVTIMEO`) the kernel never restarts the call by itself, and the
+/// test process gets signals (its servers exit).
+fn read_some(stream: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match stream.read(buf) {
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            other => return other,
+        }
     }
 }
 
@@ -430,7 +442,7 @@ fn a_slow_head_gets_408_counted_from_its_first_byte(io: Io) {
         }
         std::thread::sleep(Duration::from_millis(100));
         let mut chunk = [0u8; 1024];
-        match client.stream.read(&mut chunk) {
+        match read_some(&mut client.stream, &mut chunk) {
             Ok(0) => break,
             Ok(n) => answer.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == ErrorKind::WouldBlock => {}
@@ -545,7 +557,7 @@ fn slow_readers_of_a_large_file_keep_memory_flat(io: Io) {
     let mut peak = before;
     for _round in 0..20 {
         for (client, got) in clients.iter_mut().zip(&mut received) {
-            let n = client.stream.read(&mut chunk).unwrap();
+            let n = read_some(&mut client.stream, &mut chunk).unwrap();
             assert!(n > 0);
             *got += n;
         }
