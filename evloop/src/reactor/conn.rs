@@ -181,6 +181,7 @@ impl Spare {
     /// (15 page faults per 64 KiB answer on io_uring before).
     const MAX_LARGE: usize = 64;
 
+    #[cfg(target_os = "linux")]
     fn take(&mut self) -> Box<Buffers> {
         let Some(b) = self.boxes.pop() else {
             return Box::default();
