@@ -497,27 +497,7 @@ fn answer(
         }
         let mut page = Vec::with_capacity(1024);
         write_about(shared, &mut page);
-        response::write_simple(
-            cx.output(),
-            Status::Ok,
-            request.persistence,
-            "text/html; charset=utf-8",
-            b"",
-            &page,
-            request.head_only,
-        );
-        let body = if request.head_only {
-            0
-        } else {
-            page.len() as u64
-        };
-        return (
-            Answered {
-                status: Status::Ok,
-                body,
-            },
-            Sending::Done,
-        );
+        return html_page(&page, request, cx);
     };
     let opened = match root.open_path(path) {
         Ok(opened) => opened,
@@ -571,13 +551,19 @@ fn answer(
         warn!("listing /{}: {e}", String::from_utf8_lossy(path));
         return error(Status::InternalServerError, cx);
     }
+    html_page(&page, request, cx)
+}
+
+/// Answers 200 with an HTML page the service wrote (the built-in page, a
+/// listing).
+fn html_page(page: &[u8], request: &Request<'_>, cx: &mut Context<'_>) -> (Answered, Sending) {
     response::write_simple(
         cx.output(),
         Status::Ok,
         request.persistence,
         "text/html; charset=utf-8",
         b"",
-        &page,
+        page,
         request.head_only,
     );
     let body = if request.head_only {
@@ -585,13 +571,11 @@ fn answer(
     } else {
         page.len() as u64
     };
-    (
-        Answered {
-            status: Status::Ok,
-            body,
-        },
-        Sending::Done,
-    )
+    let answered = Answered {
+        status: Status::Ok,
+        body,
+    };
+    (answered, Sending::Done)
 }
 
 /// 414 when the request line alone is too long, else 431.
@@ -619,7 +603,7 @@ fn read_fields<'a>(
         if name.eq_ignore_ascii_case(b"host") {
             fields.hosts += 1;
         } else if name.eq_ignore_ascii_case(b"content-length") {
-            let n = parse_length(value).ok_or(Status::BadRequest)?;
+            let n = range::decimal(value).ok_or(Status::BadRequest)?;
             if fields.content_length.is_some_and(|m| m != n) {
                 return Err(Status::BadRequest);
             }
@@ -670,14 +654,6 @@ fn read_fields<'a>(
         return Err(Status::BadRequest);
     }
     Ok(fields)
-}
-
-/// A `Content-Length`: digits only, at most 18 of them.
-fn parse_length(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(value.iter().fold(0, |n, &d| n * 10 + u64::from(d - b'0')))
 }
 
 /// The status for a path that could not be opened.
@@ -995,22 +971,6 @@ mod tests {
             total: 0,
         };
         assert!(discard(&mut state, b"zz\r\n", 100).is_err());
-    }
-
-    #[test]
-    fn lengths_are_digits_only() {
-        assert_eq!(parse_length(b"0"), Some(0));
-        assert_eq!(parse_length(b"1234"), Some(1234));
-        for bad in [
-            &b""[..],
-            b"-1",
-            b"+1",
-            b"1 2",
-            b"0x10",
-            b"1234567890123456789",
-        ] {
-            assert_eq!(parse_length(bad), None);
-        }
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub(crate) fn span(header: &[u8], len: u64) -> Span {
         return Span::Whole;
     };
     let (first, last) = (&spec[..dash], &spec[dash + 1..]);
-    match (number(first), number(last)) {
+    match (decimal(first), decimal(last)) {
         // bytes=-N: the last N bytes.
         (None, Some(suffix)) if first.is_empty() => {
             if suffix == 0 || len == 0 {
@@ -64,8 +64,9 @@ fn strip_unit(header: &[u8]) -> Option<&[u8]> {
     unit.eq_ignore_ascii_case(b"bytes=").then_some(rest)
 }
 
-/// A decimal number of at most 19 digits (no sign, no spaces inside).
-fn number(digits: &[u8]) -> Option<u64> {
+/// A decimal number of at most 19 digits, no sign, no spaces (a range's
+/// bounds, a `Content-Length`): anything else is malformed.
+pub(crate) fn decimal(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -75,6 +76,26 @@ fn number(digits: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals_are_digits_only() {
+        assert_eq!(decimal(b"0"), Some(0));
+        assert_eq!(decimal(b"1234"), Some(1234));
+        assert_eq!(
+            decimal(b"9999999999999999999"),
+            Some(9_999_999_999_999_999_999)
+        );
+        for bad in [
+            &b""[..],
+            b"-1",
+            b"+1",
+            b"1 2",
+            b"0x10",
+            b"12345678901234567890",
+        ] {
+            assert_eq!(decimal(bad), None);
+        }
+    }
 
     #[test]
     fn single_ranges() {
