@@ -7,6 +7,7 @@ mod common;
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -852,4 +853,77 @@ fn http_options_belong_to_the_http_service() {
         common::run_to_exit(&["serve", "http", "--root", "/nonexistent/evloop"]);
     assert_eq!(status.code(), Some(2));
     assert!(stderr.contains("/nonexistent/evloop"), "{stderr}");
+}
+
+per_driver!(a_stalled_access_log_costs_lines_not_serving);
+/// The access log goes to a FIFO nobody reads: once the pipe and the
+/// log's buffer are full, lines are dropped (and counted in the server's
+/// log), and every request is still answered at once.
+fn a_stalled_access_log_costs_lines_not_serving(io: Io) {
+    const REQUESTS: usize = 4000;
+    let site = Site::new("stalledlog");
+    let fifo = site.dir.join("access.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo");
+    // Opened for reading first (without waiting for a writer) so that the
+    // server's open for writing does not block; then never read.
+    let reader = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_nonblock())
+        .open(&fifo)
+        .unwrap();
+    let mut server = serve(io, &site, &["--access-log", fifo.to_str().unwrap()]);
+    // Lines of about 1 KiB: 4 MiB of log, past the pipe (64 KiB) and the
+    // buffer (1 MiB).
+    let agent = "a".repeat(1000);
+    let request = format!("GET /hello.txt HTTP/1.1\r\nHost: x\r\nUser-Agent: {agent}\r\n\r\n");
+    let mut client = Client::connect(server.addr);
+    let started = Instant::now();
+    for i in 0..REQUESTS {
+        client.send(request.as_bytes());
+        let response = client.response(false);
+        assert_eq!(response.status, 200, "request {i}");
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "{REQUESTS} requests took {elapsed:?}"
+    );
+    // Reading the log again lets its writer go on: it says what it lost.
+    let draining = std::thread::spawn(move || {
+        let mut reader = reader;
+        let mut chunk = vec![0u8; 64 * 1024];
+        let mut total = 0;
+        loop {
+            match reader.read(&mut chunk) {
+                Ok(0) => return total, // the server closed it
+                Ok(n) => total += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    });
+    server.wait_for_log("the dropped lines counted", |log| {
+        log.iter()
+            .any(|line| line.contains("access log:") && line.contains("lines dropped"))
+    });
+    drop(client);
+    server.signal("TERM");
+    assert!(server.wait_exit().success());
+    let logged = draining.join().unwrap();
+    assert!(
+        logged < REQUESTS * agent.len(),
+        "every line was written: {logged} bytes"
+    );
+}
+
+/// `O_NONBLOCK`, for opening a FIFO's read end without a writer.
+fn libc_nonblock() -> i32 {
+    rustix::fs::OFlags::NONBLOCK.bits() as i32
 }

@@ -114,9 +114,14 @@ impl Drop for AccessLog {
             .finished
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner);
-        if finished.recv_timeout(CLOSE_PATIENCE) != Err(mpsc::RecvTimeoutError::Timeout)
-            && let Some(writer) = self.writer.take()
-        {
+        if finished.recv_timeout(CLOSE_PATIENCE) == Err(mpsc::RecvTimeoutError::Timeout) {
+            let pending = self.shared.lock();
+            warn!(
+                "access log: the writer is stuck (a pipe nobody reads?): {} bytes of lines lost, {} lines dropped",
+                pending.lines.len(),
+                pending.dropped
+            );
+        } else if let Some(writer) = self.writer.take() {
             let _ = writer.join();
         }
     }
