@@ -10,7 +10,8 @@
 //!   Linux the kernel enforces it: `openat2` with `RESOLVE_BENEATH`),
 //!   dotfiles refused, `index.html`, optional listings, `ETag` and
 //!   `Last-Modified` with their conditional requests, single ranges; large
-//!   files stream a chunk at a time, paced by the client.
+//!   files are sent by the connection core ([`evloop::Context::send_file`]:
+//!   `sendfile` on epoll, a chunk at a time elsewhere), paced by the client.
 //! - Hostile clients get a status and a close: 400, 414, 431, 505, 408
 //!   after a header timeout counted from a request's first byte, idle
 //!   keep-alive connections closed after their own timeout.
