@@ -105,7 +105,7 @@ impl AccessLog {
 }
 
 impl Drop for AccessLog {
-    /// Writes what is pending, waiting at most [`CLOSE_PATIENCE`] for a
+    /// Writes what is pending, waiting at most `CLOSE_PATIENCE` for a
     /// writer stuck on a stalled pipe (then leaves it behind).
     fn drop(&mut self) {
         self.shared.lock().closing = true;
