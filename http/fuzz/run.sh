@@ -4,6 +4,10 @@
 #
 #   bash http/fuzz/run.sh [SECONDS | -runs=N] [libFuzzer options...]
 #
+# SANITIZER=leak runs under LeakSanitizer alone instead of AddressSanitizer:
+# leaks are still caught, and it runs some 15 times faster here (the target
+# is safe Rust; ASan's extra checks guard little): for long campaigns.
+#
 # Default: 60 seconds. Needs `rustup toolchain install nightly` and
 # `cargo install cargo-fuzz --locked` (.ci/run installs both). New inputs
 # go to corpus/http_connection/ beside the committed seeds (seed-*, the
@@ -25,7 +29,7 @@ trap 'rm -f "$log"' EXIT
 status=0
 # Inputs up to 16 KiB: past a request head's limit (8 KiB), so 414 and
 # 431 are reachable. 2 GiB of memory at most: a bound, not a need.
-cargo +nightly fuzz run http_connection corpus/http_connection -- \
+cargo +nightly fuzz run --sanitizer "${SANITIZER:-address}" http_connection corpus/http_connection -- \
   "$budget" -max_len=16384 -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 "$@" \
   2>&1 | tee "$log" || status=$?
 
