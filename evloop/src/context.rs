@@ -94,8 +94,9 @@ impl Context<'_> {
     /// [`notify_drained`](Self::notify_drained) notice comes only once all
     /// of it is sent: write nothing more until then (see
     /// [`sending_file`](Self::sending_file)). If the file turns out shorter
-    /// than `len` (it shrank meanwhile), the connection is reset: the peer
-    /// was promised `len` bytes.
+    /// than `len` (it shrank meanwhile) or cannot be read, the connection
+    /// ends at once (reset on the readiness driver, closed as an error on
+    /// io_uring): the peer was promised `len` bytes.
     ///
     /// # Panics
     /// If a file is still being sent.
