@@ -37,11 +37,37 @@ use crate::log::LogQueue;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines are written to standard error: text (for people) or
+    /// json (one object per line, with each event's fields, for log
+    /// shippers).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// The least severe events logged (error, warn, info, debug, trace), or
+    /// directives as RUST_LOG takes them (e.g. info,evloop=debug). Default:
+    /// RUST_LOG if set, else info.
+    #[arg(long, global = true, value_name = "LEVEL", value_parser = parse_log_level)]
+    log_level: Option<String>,
+}
+
+/// The log's line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// A line of text per event.
+    Text,
+    /// A JSON object per line: timestamp, level, target, and the fields.
+    Json,
+}
+
+/// A level or filter directives, checked as `RUST_LOG` would be.
+fn parse_log_level(text: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(text)
+        .map(|_| text.to_owned())
+        .map_err(|e| format!("not a level or filter: {e}"))
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a service (log, echo, discard, chargen, daytime) until SIGINT/SIGTERM/SIGQUIT.
+    /// Run a service (log, echo, discard, chargen, daytime, http) until SIGINT/SIGTERM/SIGQUIT.
     Serve(serve::ServeArgs),
     /// Measure a server with a load generator.
     #[command(subcommand)]
@@ -60,7 +86,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => return usage::refuse(&error, &args),
     };
-    let log = init_logging();
+    let log = init_logging(cli.log_format, cli.log_level.as_deref());
     let status = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Bench(cmd) => bench::run(cmd),
@@ -72,20 +98,25 @@ fn main() -> ExitCode {
 }
 
 /// Logs to standard error through a [`LogQueue`], so that a slow or closed
-/// log never stops the program; `RUST_LOG` overrides the default `info` level.
-fn init_logging() -> LogQueue {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// log never stops the program, in `format`; `level` (else `RUST_LOG`, else
+/// `info`) says what is logged.
+fn init_logging(format: LogFormat, level: Option<&str>) -> LogQueue {
+    let filter = match level {
+        Some(level) => tracing_subscriber::EnvFilter::new(level),
+        None => tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    };
     let queue = LogQueue::to_stderr();
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(queue.clone())
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(format == LogFormat::Text && std::io::stderr().is_terminal())
         // The queue never fails a write; this keeps the layer from ever
         // writing to standard error behind its back.
         .log_internal_errors(false);
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(layer)
-        .init();
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        LogFormat::Text => registry.with(layer).init(),
+        LogFormat::Json => registry.with(layer.json().flatten_event(true)).init(),
+    }
     queue
 }

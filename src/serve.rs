@@ -339,7 +339,7 @@ fn serve<S: Service>(
     };
     built(&server);
     for addr in server.local_addrs() {
-        info!("{name}: listening on {addr}");
+        info!(service = name, address = %addr, "{name}: listening on {addr}");
     }
     match server.run() {
         Ok(report) => {

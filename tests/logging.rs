@@ -175,3 +175,107 @@ fn issue_8_lines_dropped_while_the_log_stalled_are_counted_at_exit(io: Io) {
     let status = server.wait_exit();
     assert_eq!(status.code(), Some(0), "{status}");
 }
+
+/// Reads `evloop ARGS`'s standard error until a line containing
+/// `needle`, then stops the server; returns the lines read.
+fn log_lines_until(args: &[&str], env: &[(&str, &str)], needle: &str) -> Vec<String> {
+    use std::io::BufRead;
+    let mut command = common::evloop();
+    command
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().expect("spawn evloop");
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn({
+        let needle = needle.to_owned();
+        move || {
+            let mut lines = Vec::new();
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let found = line.contains(&needle);
+                lines.push(line);
+                if found {
+                    break;
+                }
+            }
+            lines
+        }
+    });
+    let started = std::time::Instant::now();
+    while !reader.is_finished() {
+        assert!(
+            started.elapsed() < common::LIMIT,
+            "no {needle:?} in the log"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    reader.join().unwrap()
+}
+
+#[test]
+fn json_log_lines_carry_the_events_fields() {
+    let lines = log_lines_until(
+        &[
+            "serve",
+            "echo",
+            "--listen",
+            "127.0.0.1:0",
+            "--threads",
+            "1",
+            "--io",
+            "epoll",
+            "--log-format",
+            "json",
+        ],
+        &[],
+        "listening on",
+    );
+    assert!(lines.len() >= 2, "{lines:?}");
+    for line in &lines {
+        let event: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        for key in ["timestamp", "level", "target", "message"] {
+            assert!(event.get(key).is_some(), "{key} missing in {line}");
+        }
+    }
+    let listening: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert_eq!(listening["service"], "echo");
+    let address = listening["address"].as_str().unwrap();
+    assert!(address.starts_with("127.0.0.1:"), "{address}");
+    assert_eq!(listening["level"], "INFO");
+}
+
+#[test]
+fn the_log_level_option_wins_over_rust_log() {
+    // RUST_LOG would hide the start-up lines; the option shows them.
+    let lines = log_lines_until(
+        &[
+            "serve",
+            "echo",
+            "--listen",
+            "127.0.0.1:0",
+            "--threads",
+            "1",
+            "--io",
+            "epoll",
+            "--log-level",
+            "info",
+        ],
+        &[("RUST_LOG", "error")],
+        "listening on",
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("I/O driver: ")),
+        "{lines:?}"
+    );
+    let (status, stderr, _) = common::run_to_exit(&["serve", "--log-level", "evloop=loud"]);
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("--log-level 'evloop=loud'"), "{stderr}");
+}
