@@ -375,12 +375,15 @@ pub(crate) fn send(socket: &impl AsFd, buf: &[u8]) -> Outcome<usize> {
     send_with(socket, buf, SEND_FLAGS)
 }
 
-/// Writes from `buf`, more to follow at once (a file, by
-/// [`sendfile`]): the kernel holds a short tail back to send it with what
-/// follows (`MSG_MORE`) rather than as a packet of its own.
-#[cfg(any(target_os = "linux", target_os = "android"))]
+/// Writes from `buf`, more to follow at once (a file, by `sendfile`): on
+/// Linux the kernel holds a short tail back to send it with what follows
+/// (`MSG_MORE`) rather than as a packet of its own; elsewhere a plain send.
 pub(crate) fn send_more(socket: &impl AsFd, buf: &[u8]) -> Outcome<usize> {
-    send_with(socket, buf, SEND_FLAGS | SendFlags::MORE)
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let flags = SEND_FLAGS | SendFlags::MORE;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let flags = SEND_FLAGS;
+    send_with(socket, buf, flags)
 }
 
 fn send_with(socket: &impl AsFd, buf: &[u8], flags: SendFlags) -> Outcome<usize> {

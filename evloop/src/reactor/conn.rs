@@ -159,7 +159,9 @@ pub(super) struct FileBody {
 
 /// Emptied connection buffers kept for reuse, so that a connection that
 /// needs them for a moment (each request, on the completion driver) does
-/// not allocate. Bounded in number and in what each one keeps.
+/// not allocate. Bounded in number and in what each one keeps. Only the
+/// completion driver takes buffers from it; for the others (the default)
+/// it keeps none, rather than memory nobody will take.
 #[derive(Debug, Default)]
 pub(super) struct Spare {
     // Boxed: these are the allocations connections hold behind their
@@ -168,6 +170,8 @@ pub(super) struct Spare {
     boxes: Vec<Box<Buffers>>,
     /// Kept boxes whose output buffer is large (a file's chunk).
     large: usize,
+    /// Whether the driver takes buffers from here.
+    reused: bool,
 }
 
 impl Spare {
@@ -181,6 +185,15 @@ impl Spare {
     /// (15 page faults per 64 KiB answer on io_uring before).
     const MAX_LARGE: usize = 64;
 
+    /// A pool the completion driver takes buffers from.
+    #[cfg(target_os = "linux")]
+    pub(super) fn for_completions() -> Spare {
+        Spare {
+            reused: true,
+            ..Spare::default()
+        }
+    }
+
     #[cfg(target_os = "linux")]
     fn take(&mut self) -> Box<Buffers> {
         let Some(b) = self.boxes.pop() else {
@@ -193,7 +206,7 @@ impl Spare {
     }
 
     fn put(&mut self, mut b: Box<Buffers>) {
-        if self.boxes.len() >= Self::MAX {
+        if !self.reused || self.boxes.len() >= Self::MAX {
             return;
         }
         let capacity = b.output.capacity();
@@ -792,11 +805,7 @@ impl<H: Handler> Conn<H> {
         env: &Env<'_>,
     ) -> Result<(), Fate> {
         let resumed = was_paused && !self.core.flags.has(Flags::PAUSED_HANDLER);
-        let has_input = self
-            .core
-            .buffers
-            .as_ref()
-            .is_some_and(|b| !b.input.is_empty());
+        let has_input = !self.core.leftover_input().is_empty();
         if resumed && has_input && self.core.phase == Phase::Open {
             self.received(&[], out, env)
         } else {

@@ -211,6 +211,11 @@ impl<S: Service> Reactor<S> {
                 armed: false,
             })
             .collect();
+        let spare = match &io {
+            LoopIo::Readiness(_) => Spare::default(),
+            #[cfg(target_os = "linux")]
+            LoopIo::Completion(_) => Spare::for_completions(),
+        };
         let mut read_buffer = 0;
         if let Some(poller) = io.poller() {
             for (i, listener) in listeners.iter().enumerate() {
@@ -233,7 +238,7 @@ impl<S: Service> Reactor<S> {
             next_generation: 0,
             read_buf: vec![0; read_buffer].into_boxed_slice(),
             scratch: Vec::new(),
-            spare: Spare::default(),
+            spare,
             unpublished: 0,
             counters: Counters::default(),
             clock: Clock::start(),

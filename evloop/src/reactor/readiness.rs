@@ -368,15 +368,9 @@ fn write_all(
     let mut sent = 0;
     let mut ready = true;
     while sent < buf.len() {
-        #[cfg(any(target_os = "linux", target_os = "android"))]
         let outcome = if more {
             net::send_more(socket, &buf[sent..])
         } else {
-            net::send(socket, &buf[sent..])
-        };
-        #[cfg(not(any(target_os = "linux", target_os = "android")))]
-        let outcome = {
-            let _ = more; // no MSG_MORE: the file's chunk follows in the output
             net::send(socket, &buf[sent..])
         };
         match outcome {
