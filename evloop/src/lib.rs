@@ -72,9 +72,9 @@ pub use context::{ConnId, Context, Credentials};
 pub use driver::{Driver, ParseDriverError};
 pub use reactor::LoopReport;
 pub use reactor::testing;
-pub use server::{Balance, Report, Server, ServerBuilder, ShutdownHandle};
+pub use server::{Balance, Report, Server, ServerBuilder, ShutdownHandle, State, StatsHandle};
 pub use service::{Action, CloseReason, Handler, Input, Service};
-pub use stats::Counters;
+pub use stats::{Counters, LoopStats};
 
 // The crate README's examples compile as doctests. It is the package's own
 // file, so they run from the published package too.

@@ -3,7 +3,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use crate::reactor::{Command, LoopHandle, LoopIo, LoopReport, LoopWaker, Reactor
 use crate::ring::RingConfig;
 use crate::service::Service;
 use crate::signals::SignalPipe;
-use crate::stats::Counters;
+use crate::stats::{Counters, LiveCounters, LoopStats};
 
 /// How connections are spread over loops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -281,7 +281,7 @@ impl ServerBuilder {
             None => info!("I/O driver: {driver}"),
             Some(why) => info!("I/O driver: {driver} (io_uring unavailable: {why})"),
         }
-        let control = Arc::new(Control::new()?);
+        let control = Arc::new(Control::new(threads)?);
         // Installed now, not in `run`: a caller may announce the addresses
         // between `build` and `run`, and a signal sent on seeing them must
         // drain the server, not kill the process with the default action.
@@ -408,10 +408,15 @@ struct Control {
     /// Loops that have returned from `Reactor::run`, counted before they
     /// wake the control thread (a `JoinHandle` is not yet finished then).
     exited: AtomicUsize,
+    /// Each loop's counters, by loop index: the loop writes them, a
+    /// [`StatsHandle`] reads them.
+    counters: Vec<Arc<LiveCounters>>,
+    /// The [`State`], as its `u8`.
+    state: AtomicU8,
 }
 
 impl Control {
-    fn new() -> io::Result<Control> {
+    fn new(loops: usize) -> io::Result<Control> {
         let poller = Poller::new()?;
         let waker = Waker::new(&poller, CONTROL_WAKER)?;
         Ok(Control {
@@ -419,7 +424,13 @@ impl Control {
             waker,
             requests: AtomicUsize::new(0),
             exited: AtomicUsize::new(0),
+            counters: (0..loops).map(|_| Arc::default()).collect(),
+            state: AtomicU8::new(State::Bound as u8),
         })
+    }
+
+    fn set_state(&self, state: State) {
+        self.state.store(state as u8, Ordering::Release);
     }
 
     fn wake(&self) {
@@ -441,6 +452,68 @@ impl ShutdownHandle {
     pub fn shutdown(&self) {
         self.control.requests.fetch_add(1, Ordering::AcqRel);
         self.control.wake();
+    }
+}
+
+/// Where a server is in its life, as a [`StatsHandle`] sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+#[non_exhaustive]
+pub enum State {
+    /// Built: its listeners are bound (the kernel queues connections), but
+    /// [`Server::run`] has not started its loops yet.
+    Bound,
+    /// Its loops accept and serve.
+    Serving,
+    /// Shutting down: no longer accepting, serving the connections it has
+    /// until they finish or the shutdown deadline cuts them.
+    Draining,
+    /// Every loop has stopped.
+    Stopped,
+}
+
+impl State {
+    fn from_u8(value: u8) -> State {
+        [
+            State::Bound,
+            State::Serving,
+            State::Draining,
+            State::Stopped,
+        ]
+        .into_iter()
+        .find(|&state| state as u8 == value)
+        .unwrap_or(State::Stopped)
+    }
+
+    /// The state's name in lowercase (`serving`), e.g. for a metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Bound => "bound",
+            State::Serving => "serving",
+            State::Draining => "draining",
+            State::Stopped => "stopped",
+        }
+    }
+}
+
+/// Reads a server's counters from any thread while it runs: each loop's
+/// counters stay the loop's own (plain stores, no shared atomic), and a
+/// reader loads them when it asks. Cheap enough to call on every metrics
+/// scrape: a few dozen loads per loop.
+#[derive(Clone, Debug)]
+pub struct StatsHandle {
+    control: Arc<Control>,
+}
+
+impl StatsHandle {
+    /// Each loop's counters and gauges now, by loop index.
+    pub fn loops(&self) -> Vec<LoopStats> {
+        self.control.counters.iter().map(|c| c.stats()).collect()
+    }
+
+    /// Where the server is in its life.
+    pub fn state(&self) -> State {
+        State::from_u8(self.control.state.load(Ordering::Acquire))
     }
 }
 
@@ -490,6 +563,14 @@ impl<S: Service> Server<S> {
         self.listeners.len()
     }
 
+    /// A handle to read the server's counters from another thread, before,
+    /// while and after it runs.
+    pub fn stats(&self) -> StatsHandle {
+        StatsHandle {
+            control: Arc::clone(&self.control),
+        }
+    }
+
     /// A handle to shut the server down from another thread.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
@@ -519,6 +600,7 @@ impl<S: Service> Server<S> {
             Chosen::Uring(_) => Seed::Ring(ring),
         };
         let (shared, joins) = spawn_loops(service, listeners, config, handoff, seed, &control)?;
+        control.set_state(State::Serving);
         let mut events = Events::with_capacity(8);
         let mut requests_seen = 0;
         let mut stage = Stage::Running;
@@ -526,6 +608,7 @@ impl<S: Service> Server<S> {
             if let Err(e) = control.poller.wait(&mut events, None) {
                 broadcast(&shared, || Command::ForceClose);
                 let _ = collect(joins);
+                control.set_state(State::Stopped);
                 return Err(e);
             }
             let requests = control.requests.load(Ordering::Acquire);
@@ -544,10 +627,13 @@ impl<S: Service> Server<S> {
             }
             for _ in 0..new_requests {
                 stage = stage.escalate(&shared);
+                control.set_state(State::Draining);
             }
         }
         drop(signals);
-        collect(joins)
+        let report = collect(joins);
+        control.set_state(State::Stopped);
+        report
     }
 }
 
@@ -630,6 +716,7 @@ fn spawn_loops<S: Service>(
     for (index, ((seed, mailbox), listeners)) in parts.enumerate() {
         let loop_shared = Arc::clone(&shared);
         let service = Arc::clone(&service);
+        let counters = Arc::clone(&control.counters[index]);
         let control = Arc::clone(control);
         let spawned = std::thread::Builder::new()
             .name(format!("evloop-{index}"))
@@ -639,7 +726,15 @@ fn spawn_loops<S: Service>(
                 let _exit = ExitNotice(control);
                 seed.grow()
                     .and_then(|io| {
-                        Reactor::new(index, io, mailbox, loop_shared, service, listeners)
+                        Reactor::new(
+                            index,
+                            io,
+                            mailbox,
+                            loop_shared,
+                            service,
+                            listeners,
+                            counters,
+                        )
                     })
                     .and_then(Reactor::run)
             });

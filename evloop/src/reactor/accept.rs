@@ -69,7 +69,7 @@ impl<S: Service> Reactor<S> {
                 // The client gave up before we accepted it.
                 Outcome::Reset(_) => {}
                 Outcome::Failed(e) => {
-                    self.counters.accept_errors += 1;
+                    self.counters.accept_errors.add(1);
                     self.pause_accepting(&e);
                     return;
                 }
@@ -130,8 +130,8 @@ impl<S: Service> Reactor<S> {
         let max = self.shared.config.max_connections;
         if self.shared.active.fetch_add(1, Ordering::AcqRel) >= max {
             self.shared.active.fetch_sub(1, Ordering::AcqRel);
-            self.counters.accepted += 1;
-            self.counters.closed[CloseReason::Limit.index()] += 1;
+            self.counters.accepted.add(1);
+            self.counters.closed[CloseReason::Limit.index()].add(1);
             debug!(
                 %peer,
                 max, "connection limit reached: closing new connection"
@@ -157,8 +157,8 @@ impl<S: Service> Reactor<S> {
             self.shared.loops[target]
                 .load
                 .fetch_sub(1, Ordering::Relaxed);
-            self.counters.accepted += 1;
-            self.counters.closed[CloseReason::Shutdown.index()] += 1;
+            self.counters.accepted.add(1);
+            self.counters.closed[CloseReason::Shutdown.index()].add(1);
             self.cut += 1;
         }
     }
@@ -166,7 +166,7 @@ impl<S: Service> Reactor<S> {
     /// Starts serving an accepted connection already counted in `active`
     /// and in this loop's load.
     pub(super) fn adopt(&mut self, socket: OwnedFd, peer: Address) {
-        self.counters.accepted += 1;
+        self.counters.accepted.add(1);
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let registered = match &self.io {
@@ -177,12 +177,12 @@ impl<S: Service> Reactor<S> {
         };
         if let Err(e) = registered {
             warn!("registering connection from {peer}: {e}");
-            self.counters.closed[CloseReason::Error.index()] += 1;
+            self.counters.closed[CloseReason::Error.index()].add(1);
             self.release_slot();
             return;
         }
         let Some(handler) = contain_panic("Service::open", || self.service.open(&peer)) else {
-            self.counters.closed[CloseReason::Error.index()] += 1;
+            self.counters.closed[CloseReason::Error.index()].add(1);
             self.release_slot();
             return;
         };
@@ -217,7 +217,9 @@ impl<S: Service> Reactor<S> {
     }
 
     pub(super) fn pause_accepting(&mut self, error: &io::Error) {
+        let counters = &self.counters;
         let pause = self.accept_pause.get_or_insert_with(|| {
+            counters.accept_backoffs.add(1);
             warn!(
                 loop_index = self.index,
                 "accept failed: {error}; pausing accepts and retrying with backoff"
@@ -268,11 +270,11 @@ impl<S: Service> Reactor<S> {
         for listener in &mut self.listeners {
             listener.ready = true;
         }
-        let errors = self.counters.accept_errors;
+        let errors = self.counters.accept_errors.get();
         for i in 0..self.listeners.len() {
             self.accept(i, ACCEPT_BUDGET);
             // Still failing: `pause_accepting` has extended the episode.
-            if self.counters.accept_errors != errors {
+            if self.counters.accept_errors.get() != errors {
                 return;
             }
         }

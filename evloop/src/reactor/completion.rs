@@ -41,7 +41,7 @@ use crate::Address;
 use crate::net;
 use crate::ring::{Batch, Completion, Op, Ring};
 use crate::service::{CloseReason, Handler, Service};
-use crate::stats::Counters;
+use crate::stats::LiveCounters;
 
 /// The token of the waker's read (it is told apart by its operation).
 const WAKER_TOKEN: u32 = 0;
@@ -97,7 +97,7 @@ pub(super) enum Event<'a> {
 struct Io<'a> {
     spare: &'a mut Spare,
     env: Env<'a>,
-    counters: &'a mut Counters,
+    counters: &'a LiveCounters,
     over_budget: bool,
 }
 
@@ -121,7 +121,7 @@ impl<S: Service> Reactor<S> {
             ring.submit_and_wait(&mut completions, timeout)?;
             ring.set_batch((completions.len() >= BUSY_TURN).then_some(BUSY_BATCH));
             if ring.overflowed() {
-                self.counters.cq_overflows += 1;
+                self.counters.cq_overflows.add(1);
             }
             self.clock.advance();
             for completion in completions.drain(..) {
@@ -219,7 +219,7 @@ impl<S: Service> Reactor<S> {
             }
             Err(e) => match Errno::from_io_error(&e) {
                 Some(Errno::NOBUFS) => {
-                    self.counters.recv_starved += 1;
+                    self.counters.recv_starved.add(1);
                     conn.core.flags.set(Flags::RECV_STARVED, true);
                     self.completions().starved.push(key);
                 }
@@ -251,7 +251,7 @@ impl<S: Service> Reactor<S> {
         match n {
             Ok(n) => {
                 let n = n as usize;
-                self.counters.bytes_out += n as u64;
+                self.counters.bytes_out.add(n as u64);
                 if start + n < buf.len() {
                     // A short send: the rest goes before any newer output.
                     // A large buffer with little left is not kept for it: a
@@ -301,7 +301,7 @@ impl<S: Service> Reactor<S> {
         let mut io = Io {
             spare: &mut self.spare,
             env: Env::new(&self.clock, config, self.index, accepted_peer),
-            counters: &mut self.counters,
+            counters: &self.counters,
             over_budget,
         };
         let next = feed(conn, event, &mut io);
@@ -325,8 +325,8 @@ impl<S: Service> Reactor<S> {
                 let Ok(peer) = net::peer_of(&fd) else {
                     // The client reset before it could be served: counted as
                     // a connection its peer reset, never opened.
-                    self.counters.accepted += 1;
-                    self.counters.closed[CloseReason::Reset.index()] += 1;
+                    self.counters.accepted.add(1);
+                    self.counters.closed[CloseReason::Reset.index()].add(1);
                     return;
                 };
                 self.end_accept_pause();
@@ -347,7 +347,7 @@ impl<S: Service> Reactor<S> {
                 // The client gave up before it was accepted.
                 Some(Errno::CONNABORTED | Errno::CONNRESET) => {}
                 _ => {
-                    self.counters.accept_errors += 1;
+                    self.counters.accept_errors.add(1);
                     self.pause_accepting(&e);
                 }
             },
@@ -543,7 +543,7 @@ fn feed<H: Handler>(conn: &mut Conn<H>, event: Event<'_>, io: &mut Io<'_>) -> Ne
 /// the connection no longer reads (it closed, or lingers: they are
 /// dropped).
 fn received<H: Handler>(conn: &mut Conn<H>, bytes: &[u8], io: &mut Io<'_>) -> Result<(), Fate> {
-    io.counters.bytes_in += bytes.len() as u64;
+    io.counters.bytes_in.add(bytes.len() as u64);
     if conn.core.phase != Phase::Open {
         return Ok(());
     }
@@ -566,7 +566,7 @@ fn advance<H: Handler>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Result<Next, Fate
         && !conn.core.flags.has(Flags::PAUSED_BUDGET)
     {
         conn.core.flags.set(Flags::PAUSED_BUDGET, true);
-        io.counters.budget_pauses += 1;
+        io.counters.budget_pauses.add(1);
     }
     let mut budget = io.env.config.read_budget;
     let streaming = conn.stream_while_drained(low, &mut budget, |conn| {
@@ -597,7 +597,7 @@ fn call<H: Handler>(
     let (wrote, paused) =
         conn.call_into_own_output(env.config.high_watermark, |conn, out| f(conn, out, env))?;
     if paused {
-        io.counters.backpressure_pauses += 1;
+        io.counters.backpressure_pauses.add(1);
     }
     Ok(wrote)
 }

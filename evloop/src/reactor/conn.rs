@@ -59,63 +59,65 @@ pub(crate) enum Phase {
 /// Why reading is paused, and what the driver knows of the socket, in two
 /// bytes: pause reasons are independent of each other and of the phase.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Flags(u16);
+pub(crate) struct Flags(u32);
 
 impl Flags {
     /// Output passed the high watermark.
-    pub(crate) const PAUSED_OUTPUT: u16 = 1;
+    pub(crate) const PAUSED_OUTPUT: u32 = 1;
     /// The server holds more than its buffer budget and the connection
     /// holds bytes. Lifted when its output drains, or when the server is
     /// back under budget.
-    pub(crate) const PAUSED_BUDGET: u16 = 1 << 1;
+    pub(crate) const PAUSED_BUDGET: u32 = 1 << 1;
     /// The handler paused its input.
-    pub(crate) const PAUSED_HANDLER: u16 = 1 << 2;
+    pub(crate) const PAUSED_HANDLER: u32 = 1 << 2;
     /// The handler wants to hear when its output has drained.
-    pub(crate) const DRAIN_NOTICE: u16 = 1 << 3;
+    pub(crate) const DRAIN_NOTICE: u32 = 1 << 3;
     /// Readiness driver: the socket may have input.
-    pub(crate) const READ_READY: u16 = 1 << 4;
+    pub(crate) const READ_READY: u32 = 1 << 4;
     /// Readiness driver: read until `WouldBlock`, never stop at a short
     /// read (the peer closed its side, an error, urgent data, or kqueue).
-    pub(crate) const READ_TO_BLOCK: u16 = 1 << 5;
+    pub(crate) const READ_TO_BLOCK: u32 = 1 << 5;
     /// Readiness driver: the socket may take output.
-    pub(crate) const WRITE_READY: u16 = 1 << 6;
+    pub(crate) const WRITE_READY: u32 = 1 << 6;
     /// On the loop's ready list.
-    pub(crate) const QUEUED: u16 = 1 << 7;
+    pub(crate) const QUEUED: u32 = 1 << 7;
     /// On the loop's list of connections the budget paused.
-    pub(crate) const BUDGET_LISTED: u16 = 1 << 8;
+    pub(crate) const BUDGET_LISTED: u32 = 1 << 8;
     /// Completion driver: a multishot receive is in flight.
     #[cfg(target_os = "linux")]
-    pub(crate) const RECV_ARMED: u16 = 1 << 9;
+    pub(crate) const RECV_ARMED: u32 = 1 << 9;
     /// Completion driver: its cancel has been asked for.
     #[cfg(target_os = "linux")]
-    pub(crate) const RECV_CANCELING: u16 = 1 << 10;
+    pub(crate) const RECV_CANCELING: u32 = 1 << 10;
     /// Completion driver: its receive ended because the provided buffers
     /// ran out; it is submitted again at the end of the turn.
     #[cfg(target_os = "linux")]
-    pub(crate) const RECV_STARVED: u16 = 1 << 11;
+    pub(crate) const RECV_STARVED: u32 = 1 << 11;
     /// Completion driver: a send is in flight.
     #[cfg(target_os = "linux")]
-    pub(crate) const SENDING: u16 = 1 << 12;
+    pub(crate) const SENDING: u32 = 1 << 12;
     /// Completion driver: closed, its operations cancelled; the slot is
     /// freed when their last completion arrives.
-    pub(crate) const RETIRED: u16 = 1 << 13;
+    pub(crate) const RETIRED: u32 = 1 << 13;
     /// Completion driver: receive one buffer per submission, not multishot
     /// (Unix sockets: a multishot receive there can miss the end of input,
     /// a kernel bug fixed in 2026 that kernels still in use have).
-    pub(crate) const RECV_ONESHOT: u16 = 1 << 14;
+    pub(crate) const RECV_ONESHOT: u32 = 1 << 14;
     /// Completion driver: the receive in flight is multishot.
     #[cfg(target_os = "linux")]
-    pub(crate) const RECV_MULTISHOT: u16 = 1 << 15;
+    pub(crate) const RECV_MULTISHOT: u32 = 1 << 15;
+    /// Counted in the loop's gauge of paused connections.
+    pub(crate) const COUNTED_PAUSED: u32 = 1 << 16;
 
-    const PAUSED: u16 = Self::PAUSED_OUTPUT | Self::PAUSED_BUDGET | Self::PAUSED_HANDLER;
+    const PAUSED: u32 = Self::PAUSED_OUTPUT | Self::PAUSED_BUDGET | Self::PAUSED_HANDLER;
 
     #[inline]
-    pub(crate) fn has(self, bits: u16) -> bool {
+    pub(crate) fn has(self, bits: u32) -> bool {
         self.0 & bits != 0
     }
 
     #[inline]
-    pub(crate) fn set(&mut self, bits: u16, on: bool) {
+    pub(crate) fn set(&mut self, bits: u32, on: bool) {
         if on {
             self.0 |= bits;
         } else {

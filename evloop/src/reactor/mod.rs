@@ -56,7 +56,7 @@ use crate::config::Config;
 use crate::net;
 use crate::poll::{Event, Events, Interest, Poller, Token};
 use crate::service::{CloseReason, Service};
-use crate::stats::Counters;
+use crate::stats::{Counters, LiveCounters};
 use crate::timer::{Deadline, Timers};
 
 use accept::{ACCEPT_BUDGET, AcceptPause, Listener};
@@ -177,7 +177,7 @@ pub(crate) struct Reactor<S: Service> {
     /// server's count says: published once per turn, so that bytes a
     /// request holds for a moment cost no shared atomic.
     unpublished: isize,
-    counters: Counters,
+    counters: Arc<LiveCounters>,
     clock: Clock,
     accept_pause: Option<AcceptPause>,
     /// Newcomers wait in the backlog for a connection slot until then.
@@ -200,6 +200,7 @@ impl<S: Service> Reactor<S> {
         shared: Arc<Shared>,
         service: Arc<S>,
         listeners: Vec<(net::Listener, bool)>,
+        counters: Arc<LiveCounters>,
     ) -> io::Result<Reactor<S>> {
         let listeners: Vec<Listener> = listeners
             .into_iter()
@@ -240,7 +241,7 @@ impl<S: Service> Reactor<S> {
             scratch: Vec::new(),
             spare,
             unpublished: 0,
-            counters: Counters::default(),
+            counters,
             clock: Clock::start(),
             accept_pause: None,
             limit_wait: None,
@@ -260,7 +261,7 @@ impl<S: Service> Reactor<S> {
         }
         debug!(loop_index = self.index, "loop stopped");
         Ok(LoopReport {
-            counters: self.counters,
+            counters: self.counters.snapshot(),
             cut: self.cut,
         })
     }
@@ -308,6 +309,8 @@ impl<S: Service> Reactor<S> {
     /// kept is given back to the system.
     fn publish_buffered(&mut self) {
         let change = std::mem::take(&mut self.unpublished);
+        // A negative change wraps to its two's complement: a subtraction.
+        self.counters.buffered.add(change as u64);
         let shared = &self.shared;
         let max = shared.config.max_buffered;
         if change > 0 {
@@ -456,7 +459,7 @@ impl<S: Service> Reactor<S> {
             read_buf: &mut self.read_buf,
             scratch: &mut self.scratch,
             env: Env::new(&self.clock, config, self.index, accepted_peer),
-            counters: &mut self.counters,
+            counters: &self.counters,
             over_budget,
         };
         let next = run(conn, &mut io);
@@ -474,6 +477,15 @@ impl<S: Service> Reactor<S> {
         };
         conn.core.account(&mut self.unpublished, &mut self.spare);
         let flags = &mut conn.core.flags;
+        let paused = flags.has(Flags::PAUSED_OUTPUT | Flags::PAUSED_BUDGET);
+        if paused != flags.has(Flags::COUNTED_PAUSED) {
+            flags.set(Flags::COUNTED_PAUSED, paused);
+            if paused {
+                self.counters.paused.add(1);
+            } else {
+                self.counters.paused.sub(1);
+            }
+        }
         if flags.has(Flags::PAUSED_BUDGET) && !flags.has(Flags::BUDGET_LISTED) {
             flags.set(Flags::BUDGET_LISTED, true);
             self.budget_paused.push((key, conn.core.generation));
@@ -536,7 +548,10 @@ impl<S: Service> Reactor<S> {
             return; // closed already, waiting for its completions
         }
         conn.ended(reason, &mut self.unpublished, &mut self.spare);
-        self.counters.closed[reason.index()] += 1;
+        self.counters.closed[reason.index()].add(1);
+        if conn.core.flags.has(Flags::COUNTED_PAUSED) {
+            self.counters.paused.sub(1);
+        }
         let retired = match &mut self.io {
             LoopIo::Readiness(_) => false,
             #[cfg(target_os = "linux")]

@@ -16,7 +16,7 @@ use super::conn::{Conn, Env, Fate, Flags, Phase};
 use crate::net::{self, Outcome};
 use crate::poll::{Poller, Token};
 use crate::service::{CloseReason, Handler};
-use crate::stats::Counters;
+use crate::stats::LiveCounters;
 
 /// The loop's output scratch buffer is freed when a handler made it larger.
 const MAX_SCRATCH: usize = 1024 * 1024;
@@ -41,7 +41,7 @@ pub(super) struct Io<'a> {
     pub(super) read_buf: &'a mut [u8],
     pub(super) scratch: &'a mut Vec<u8>,
     pub(super) env: Env<'a>,
-    pub(super) counters: &'a mut Counters,
+    pub(super) counters: &'a LiveCounters,
     /// The server's connections hold more than its buffer budget.
     pub(super) over_budget: bool,
 }
@@ -142,7 +142,7 @@ fn read_and_deliver<H: Handler>(
         }
         let Some(limit) = read_allowance(conn, io) else {
             conn.core.flags.set(Flags::PAUSED_BUDGET, true);
-            io.counters.budget_pauses += 1;
+            io.counters.budget_pauses.add(1);
             break;
         };
         match net::recv(&conn.core.socket, &mut io.read_buf[..limit]) {
@@ -151,7 +151,7 @@ fn read_and_deliver<H: Handler>(
                 call_handler(conn, io, 0, |conn, _, out, env| conn.read_closed(out, env))?;
             }
             Outcome::Done(n) => {
-                io.counters.bytes_in += n as u64;
+                io.counters.bytes_in.add(n as u64);
                 *budget = budget.saturating_sub(n);
                 // A short read drained the socket: a byte that arrives later
                 // raises a new edge, so the WouldBlock read would be a wasted
@@ -229,7 +229,7 @@ fn discard<H>(conn: &mut Conn<H>, io: &mut Io<'_>, mut budget: usize) -> Result<
                 return Err(Fate::Close(CloseReason::Service));
             }
             Outcome::Done(n) => {
-                io.counters.bytes_in += n as u64;
+                io.counters.bytes_in.add(n as u64);
                 budget = budget.saturating_sub(n);
             }
             Outcome::WouldBlock => conn.core.flags.set(Flags::READ_READY, false),
@@ -282,7 +282,7 @@ fn call_handler<H: Handler>(
         wrote
     };
     if conn.core.pause_if_full(io.env.config.high_watermark) {
-        io.counters.backpressure_pauses += 1;
+        io.counters.backpressure_pauses.add(1);
     }
     Ok(wrote)
 }
@@ -340,7 +340,7 @@ fn send_file<H>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Result<bool, Fate> {
             Outcome::Reset(e) => return Err(failed("sendfile", &e, CloseReason::Reset)),
             Outcome::Failed(e) => return Err(failed("sendfile", &e, CloseReason::Error)),
         };
-        io.counters.bytes_out += n as u64;
+        io.counters.bytes_out.add(n as u64);
         conn.core.file_sent(n as u64, now);
     }
     Ok(true)
@@ -363,7 +363,7 @@ fn write_all(
     socket: &impl std::os::fd::AsFd,
     buf: &[u8],
     more: bool,
-    counters: &mut Counters,
+    counters: &LiveCounters,
 ) -> Result<(usize, bool), Fate> {
     let mut sent = 0;
     let mut ready = true;
@@ -383,7 +383,7 @@ fn write_all(
             Outcome::Failed(e) => return Err(failed("write", &e, CloseReason::Error)),
         }
     }
-    counters.bytes_out += sent as u64;
+    counters.bytes_out.add(sent as u64);
     Ok((sent, ready))
 }
 

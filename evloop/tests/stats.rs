@@ -1,0 +1,114 @@
+//! Issue 12: a running server's counters and gauges, read from another
+//! thread through `Server::stats` while the loops work — open connections,
+//! bytes, connections paused by backpressure, the server's state — on both
+//! I/O drivers and balance modes.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use evloop::services::Echo;
+use evloop::{Balance, CloseReason, Driver, LoopStats, State};
+use support::{builder, connect, per_balance_and_driver, run, shared_machine, wait_until};
+
+per_balance_and_driver!(
+    stats_follow_connections_and_bytes_while_serving,
+    stats_count_connections_paused_by_backpressure,
+);
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn total(loops: &[LoopStats]) -> LoopStats {
+    let mut sum = LoopStats::default();
+    for l in loops {
+        sum.counters.add(&l.counters);
+        sum.open += l.open;
+        sum.paused += l.paused;
+        sum.buffered += l.buffered;
+    }
+    sum
+}
+
+/// Ten clients connect and echo; the stats show them open and their bytes
+/// in and out while they stay connected, then closed by their peers; the
+/// state goes from bound to serving, draining and stopped.
+fn stats_follow_connections_and_bytes_while_serving(balance: Balance, driver: Driver) {
+    let _machine = shared_machine();
+    let server = builder(driver)
+        .listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .threads(2)
+        .balance(balance)
+        .build(Echo)
+        .unwrap();
+    let stats = server.stats();
+    assert_eq!(stats.state(), State::Bound);
+    assert_eq!(stats.loops().len(), 2);
+    let server = run(server);
+    wait_until("the server to serve", LIMIT, || {
+        stats.state() == State::Serving
+    });
+    let mut clients: Vec<TcpStream> = (0..10).map(|_| connect(server.addr)).collect();
+    for client in &mut clients {
+        client.write_all(&[7; 100]).unwrap();
+        let mut echo = [0; 100];
+        client.read_exact(&mut echo).unwrap();
+    }
+    let now = total(&stats.loops());
+    assert_eq!(now.open, 10, "{now:?}");
+    assert_eq!(now.counters.accepted, 10);
+    assert_eq!(now.counters.bytes_in, 1000);
+    // io_uring counts a send when its completion arrives, which may be
+    // after the client has the bytes.
+    wait_until("the sends to be counted", LIMIT, || {
+        total(&stats.loops()).counters.bytes_out == 1000
+    });
+    drop(clients);
+    wait_until("the closes to be counted", LIMIT, || {
+        total(&stats.loops()).counters.closed(CloseReason::Peer) == 10
+    });
+    assert_eq!(total(&stats.loops()).open, 0);
+    server.handle().shutdown();
+    let report = server.join();
+    assert_eq!(stats.state(), State::Stopped);
+    // The report is what the live counters said last.
+    assert_eq!(report.total(), total(&stats.loops()).counters);
+}
+
+/// Echo clients that send and never read are paused by backpressure: the
+/// paused gauge counts them, and the buffered gauge shows what they hold;
+/// once they go, both fall back to zero.
+fn stats_count_connections_paused_by_backpressure(balance: Balance, driver: Driver) {
+    let _machine = shared_machine();
+    let server = builder(driver)
+        .listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .threads(2)
+        .balance(balance)
+        .build(Echo)
+        .unwrap();
+    let stats = server.stats();
+    let server = run(server);
+    let mut clients: Vec<TcpStream> = (0..4).map(|_| connect(server.addr)).collect();
+    for client in &clients {
+        client.set_nonblocking(true).unwrap();
+    }
+    let chunk = vec![b'x'; 64 * 1024];
+    // Each client writes until its socket takes no more: the server's
+    // output to it passes the high watermark and its reading stops.
+    wait_until("four connections to be paused", LIMIT, || {
+        for client in &mut clients {
+            while client.write(&chunk).is_ok() {}
+        }
+        total(&stats.loops()).paused == 4
+    });
+    let now = total(&stats.loops());
+    assert!(now.buffered > 0, "{now:?}");
+    assert!(now.counters.backpressure_pauses >= 4, "{now:?}");
+    drop(clients);
+    wait_until("the paused connections to close", LIMIT, || {
+        let now = total(&stats.loops());
+        now.open == 0 && now.paused == 0 && now.buffered == 0
+    });
+    server.stop();
+}
