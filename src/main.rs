@@ -19,6 +19,7 @@ mod duration;
 mod log;
 mod serve;
 mod size;
+mod supervise;
 mod usage;
 mod version;
 

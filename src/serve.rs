@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use clap::Args;
@@ -10,6 +11,7 @@ use evloop::{Address, Balance, Driver, Server, ServerBuilder, Service};
 use evloop_http::{AccessLog, Http};
 use tracing::{error, info, warn};
 
+use crate::supervise::{self, Restarter, Served};
 use crate::{addr, duration, size};
 
 /// The most loops `--threads` may ask for: more than the CPUs only adds
@@ -265,7 +267,11 @@ pub fn run(args: ServeArgs) -> ExitCode {
 }
 
 fn configure(args: &ServeArgs) -> Result<ServerBuilder, String> {
-    let mut builder = Server::builder()
+    let mut builder = Server::builder();
+    for fd in supervise::inherited_listeners()? {
+        builder = builder.listen_fd(fd);
+    }
+    let mut builder = builder
         .handle_signals(true)
         .shutdown_timeout(args.shutdown_timeout)
         .idle_timeout(args.idle_timeout)
@@ -330,6 +336,15 @@ fn serve<S: Service>(
     name: &str,
     built: impl FnOnce(&Server<S>),
 ) -> ExitCode {
+    let served = Arc::new(OnceLock::new());
+    let mut builder = builder.on_state(supervise::on_state(Arc::clone(&served)));
+    let restarter = match Restarter::new() {
+        Some((restarter, hook)) => {
+            builder = builder.on_restart_signal(hook);
+            Some(restarter)
+        }
+        None => None,
+    };
     let server = match builder.build(service) {
         Ok(server) => server,
         Err(e) => {
@@ -338,8 +353,21 @@ fn serve<S: Service>(
         }
     };
     built(&server);
-    for addr in server.local_addrs() {
+    let addresses: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
+    for addr in &addresses {
         info!(service = name, address = %addr, "{name}: listening on {addr}");
+    }
+    let _ = served.set(Served {
+        addresses: addresses.join(" "),
+        stats: server.stats(),
+    });
+    if let Some(restarter) = restarter {
+        let started = server
+            .listener_fds()
+            .and_then(|fds| restarter.start(fds, server.shutdown_handle()));
+        if let Err(e) = started {
+            warn!("restarts unavailable: {e}");
+        }
     }
     match server.run() {
         Ok(report) => {

@@ -49,6 +49,17 @@ impl Address {
             _ => None,
         }
     }
+
+    /// Whether a socket bound here serves `wanted`: the same address, or,
+    /// for a wanted port 0 ("any free port"), the same IP address.
+    pub(crate) fn satisfies(&self, wanted: &Address) -> bool {
+        match (self, wanted) {
+            (Address::Inet(have), Address::Inet(want)) if want.port() == 0 => {
+                have.ip() == want.ip()
+            }
+            _ => self == wanted,
+        }
+    }
 }
 
 impl From<SocketAddr> for Address {

@@ -48,6 +48,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod activation;
 mod address;
 mod clock;
 mod config;

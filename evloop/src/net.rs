@@ -71,6 +71,57 @@ impl Listener {
     pub fn local_addr(&self) -> &Address {
         &self.address
     }
+
+    /// Takes over a listening stream socket another process bound (systemd,
+    /// or the evloop this process succeeds): made non-blocking, with the
+    /// options evloop's own TCP listeners have. Its Unix socket file, if
+    /// any, belongs to whoever created it and is left in place.
+    pub fn inherit(fd: OwnedFd) -> io::Result<Listener> {
+        use rustix::net::sockopt;
+        if sockopt::socket_type(&fd)? != rustix::net::SocketType::STREAM {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a stream socket",
+            ));
+        }
+        if !is_listening(&fd)? {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a listening socket",
+            ));
+        }
+        let socket = Socket::from(fd);
+        socket.set_nonblocking(true)?;
+        let address = local_of(&socket)?;
+        if address.inet().is_some() {
+            // What accepted sockets inherit (see `new_socket`).
+            socket.set_tcp_nodelay(true)?;
+        }
+        Ok(Listener {
+            socket,
+            address,
+            file: None,
+        })
+    }
+
+    /// Whether more sockets may join this one's `SO_REUSEPORT` group.
+    pub fn reuses_port(&self) -> bool {
+        self.address.inet().is_some()
+            && rustix::net::sockopt::socket_reuseport(&self.socket).unwrap_or(false)
+    }
+
+    /// A second descriptor for the same socket (close-on-exec), to hand to
+    /// a successor process: the socket stays open while either holds it, so
+    /// the connections in its backlog are never reset.
+    pub fn duplicate(&self) -> io::Result<OwnedFd> {
+        Ok(self.socket.try_clone()?.into())
+    }
+
+    /// Leaves the Unix socket file in place when the listener is dropped:
+    /// a successor listens on the same socket.
+    pub fn keep_file(&mut self) {
+        self.file = None;
+    }
 }
 
 impl AsFd for Listener {
@@ -145,6 +196,19 @@ fn bind_tcp(addr: SocketAddr, backlog: i32, share: Share) -> io::Result<Listener
         socket,
         address: Address::Inet(bound),
     })
+}
+
+/// Whether a socket listens (`SO_ACCEPTCONN`).
+#[cfg(not(target_vendor = "apple"))]
+fn is_listening(fd: &OwnedFd) -> io::Result<bool> {
+    Ok(rustix::net::sockopt::socket_acceptconn(fd)?)
+}
+
+/// Apple's kernels do not answer `SO_ACCEPTCONN`: a socket that does not
+/// listen fails at its first `accept` instead.
+#[cfg(target_vendor = "apple")]
+fn is_listening(_fd: &OwnedFd) -> io::Result<bool> {
+    Ok(true)
 }
 
 /// Linux decides whether two sockets may share a port when the second

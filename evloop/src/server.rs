@@ -1,7 +1,9 @@
 //! The server: listeners, one loop per thread, signals and graceful shutdown.
 
+use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
@@ -19,7 +21,7 @@ use crate::reactor::{Command, LoopHandle, LoopIo, LoopReport, LoopWaker, Reactor
 #[cfg(target_os = "linux")]
 use crate::ring::RingConfig;
 use crate::service::Service;
-use crate::signals::SignalPipe;
+use crate::signals::{RestartHook, SignalPipe};
 use crate::stats::{Counters, LiveCounters, LoopStats};
 
 /// How connections are spread over loops.
@@ -59,18 +61,36 @@ impl Balance {
 const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Configures and binds a [`Server`].
-#[derive(Debug)]
 pub struct ServerBuilder {
     addrs: Vec<Address>,
+    inherited: Vec<OwnedFd>,
     unix_mode: Option<u32>,
     threads: Option<usize>,
     balance: Balance,
     backlog: i32,
     config: Config,
     signals: bool,
+    restart: Option<RestartHook>,
+    on_state: Option<StateHook>,
     driver: Driver,
     #[cfg(target_os = "linux")]
     ring: RingConfig,
+}
+
+impl fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("addrs", &self.addrs)
+            .field("inherited", &self.inherited)
+            .field("threads", &self.threads)
+            .field("balance", &self.balance)
+            .field("config", &self.config)
+            .field("signals", &self.signals)
+            .field("restart", &self.restart.is_some())
+            .field("on_state", &self.on_state.is_some())
+            .field("driver", &self.driver)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ServerBuilder {
@@ -103,6 +123,27 @@ impl ServerBuilder {
     /// dropped, unless the path names another socket by then.
     pub fn listen(mut self, addr: impl Into<Address>) -> Self {
         self.addrs.push(addr.into());
+        self
+    }
+
+    /// Adds a listening socket bound by someone else: systemd's socket
+    /// activation, or the evloop this process takes over from (see
+    /// [`activation`](crate::activation)). TCP or Unix, checked by
+    /// [`build`](Self::build) to be a listening stream socket.
+    ///
+    /// An address also given to [`listen`](Self::listen) is served by the
+    /// inherited socket instead of being bound again; a listed port 0 is
+    /// satisfied by an inherited socket on the same IP address, whatever
+    /// its port (the port a predecessor's port 0 chose).
+    ///
+    /// Several descriptors for one address (an `SO_REUSEPORT` group handed
+    /// over whole) are spread over the loops. With
+    /// [`Balance::ReusePort`], a TCP socket that has `SO_REUSEPORT` set is
+    /// joined by sockets the loops bind, until every loop has one; any other
+    /// is accepted by loop 0, which hands connections off. A Unix socket's
+    /// file is never removed by this server: it belongs to whoever made it.
+    pub fn listen_fd(mut self, fd: OwnedFd) -> Self {
+        self.inherited.push(fd);
         self
     }
 
@@ -223,6 +264,27 @@ impl ServerBuilder {
         self
     }
 
+    /// What SIGHUP and SIGUSR2 do when [`handle_signals`](Self::handle_signals)
+    /// is on: `hook` runs on the server's control thread with the signal's
+    /// name (`"SIGHUP"`), and must return at once — start the successor on a
+    /// thread of its own, then call [`ShutdownHandle::hand_over`] once it
+    /// serves. Without a hook, these signals are logged and ignored.
+    pub fn on_restart_signal(mut self, hook: impl FnMut(&'static str) + Send + 'static) -> Self {
+        self.restart = Some(Box::new(hook));
+        self
+    }
+
+    /// Runs `hook` on the server's control thread each time the server
+    /// enters a [`State`]: [`Serving`](State::Serving) once every loop has
+    /// set up its I/O and runs (the moment to tell a service manager or a
+    /// predecessor that the server is ready), [`Draining`](State::Draining)
+    /// at the first shutdown request, [`Stopped`](State::Stopped) when the
+    /// loops have finished. It must return at once.
+    pub fn on_state(mut self, hook: impl FnMut(State) + Send + 'static) -> Self {
+        self.on_state = Some(Box::new(hook));
+        self
+    }
+
     /// Binds every listener now, so that address errors surface before
     /// anything runs ("127.0.0.1:1815: address in use"). With no address,
     /// listens on `127.0.0.1:1815`.
@@ -230,7 +292,7 @@ impl ServerBuilder {
         let threads = self
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        let addrs = if self.addrs.is_empty() {
+        let addrs = if self.addrs.is_empty() && self.inherited.is_empty() {
             vec![Address::from(SocketAddr::from(([127, 0, 0, 1], 1815)))]
         } else {
             self.addrs
@@ -252,7 +314,16 @@ impl ServerBuilder {
                 ));
             }
         }
+        let inherited = inherit(self.inherited)?;
         for addr in addrs {
+            // Handed a socket for this address (a restart hands over the
+            // port a predecessor's port 0 chose): that one serves it.
+            if inherited
+                .iter()
+                .any(|group| group[0].local_addr().satisfies(&addr))
+            {
+                continue;
+            }
             // A Unix socket cannot be shared (no SO_REUSEPORT): loop 0
             // accepts its connections and hands them off, in either mode.
             let handoff =
@@ -275,6 +346,13 @@ impl ServerBuilder {
             }
             local_addrs.push(bound);
         }
+        place_inherited(
+            inherited,
+            &mut listeners,
+            &mut local_addrs,
+            self.balance,
+            self.backlog,
+        )?;
         let handoff = listeners[0].iter().any(|&(_, handoff)| handoff);
         let (driver, fallback) = driver::choose(self.driver)?;
         match fallback {
@@ -291,6 +369,8 @@ impl ServerBuilder {
             None
         };
         Ok(Server {
+            restart: self.restart,
+            on_state: self.on_state,
             service: Arc::new(service),
             listeners,
             local_addrs,
@@ -303,6 +383,58 @@ impl ServerBuilder {
             ring: self.ring,
         })
     }
+}
+
+/// Takes over the listening sockets another process bound, grouped by
+/// address.
+fn inherit(fds: Vec<OwnedFd>) -> io::Result<Vec<Vec<net::Listener>>> {
+    let mut groups: Vec<Vec<net::Listener>> = Vec::new();
+    for fd in fds {
+        let raw = fd.as_raw_fd();
+        let listener = net::Listener::inherit(fd).map_err(|e| {
+            let message = format!("inherited descriptor {raw}: {e}");
+            crate::error::described(e, message)
+        })?;
+        match groups
+            .iter_mut()
+            .find(|group| group[0].local_addr() == listener.local_addr())
+        {
+            Some(group) => group.push(listener),
+            None => groups.push(vec![listener]),
+        }
+    }
+    Ok(groups)
+}
+
+/// Gives the loops the inherited listeners (see [`ServerBuilder::listen_fd`]).
+fn place_inherited(
+    groups: Vec<Vec<net::Listener>>,
+    listeners: &mut [Vec<(net::Listener, bool)>],
+    local_addrs: &mut Vec<Address>,
+    balance: Balance,
+    backlog: i32,
+) -> io::Result<()> {
+    let threads = listeners.len();
+    for group in groups {
+        let address = group[0].local_addr().clone();
+        let shared = threads > 1 && balance == Balance::ReusePort && group[0].reuses_port();
+        if shared {
+            let given = group.len();
+            for (i, listener) in group.into_iter().enumerate() {
+                listeners[i % threads].push((listener, false));
+            }
+            for loop_listeners in listeners.iter_mut().skip(given) {
+                let joined = net::bind_listener(&address, backlog, Share::JoinGroup, None)?;
+                loop_listeners.push((joined, false));
+            }
+        } else {
+            for listener in group {
+                listeners[0].push((listener, threads > 1));
+            }
+        }
+        local_addrs.push(address);
+    }
+    Ok(())
 }
 
 /// A bound server, ready to [`run`](Server::run).
@@ -361,8 +493,9 @@ impl ServerBuilder {
 /// thread watches. Once no server in the process handles signals (every
 /// such server has returned from [`Server::run`] or been dropped), these
 /// signals take their default action again.
-#[derive(Debug)]
 pub struct Server<S> {
+    restart: Option<RestartHook>,
+    on_state: Option<StateHook>,
     service: Arc<S>,
     /// Listeners by loop index, each with whether it hands connections off.
     listeners: Vec<Vec<(net::Listener, bool)>>,
@@ -377,17 +510,31 @@ pub struct Server<S> {
     ring: RingConfig,
 }
 
+impl<S> fmt::Debug for Server<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addrs", &self.local_addrs)
+            .field("loops", &self.listeners.len())
+            .field("driver", &self.driver)
+            .field("restart", &self.restart.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Server<()> {
     /// A builder with the defaults.
     pub fn builder() -> ServerBuilder {
         ServerBuilder {
             addrs: Vec::new(),
+            inherited: Vec::new(),
             unix_mode: None,
             threads: None,
             balance: Balance::platform_default(),
             backlog: net::DEFAULT_BACKLOG,
             config: Config::default(),
             signals: false,
+            restart: None,
+            on_state: None,
             driver: Driver::Auto,
             #[cfg(target_os = "linux")]
             ring: RingConfig::default(),
@@ -413,6 +560,11 @@ struct Control {
     counters: Vec<Arc<LiveCounters>>,
     /// The [`State`], as its `u8`.
     state: AtomicU8,
+    /// A successor has taken over the listening sockets
+    /// ([`ShutdownHandle::hand_over`]).
+    hand_over: AtomicBool,
+    /// Loops whose I/O is set up, about to run.
+    started: AtomicUsize,
 }
 
 impl Control {
@@ -426,6 +578,8 @@ impl Control {
             exited: AtomicUsize::new(0),
             counters: (0..loops).map(|_| Arc::default()).collect(),
             state: AtomicU8::new(State::Bound as u8),
+            hand_over: AtomicBool::new(false),
+            started: AtomicUsize::new(0),
         })
     }
 
@@ -453,7 +607,21 @@ impl ShutdownHandle {
         self.control.requests.fetch_add(1, Ordering::AcqRel);
         self.control.wake();
     }
+
+    /// A graceful shutdown for a successor process that has the listening
+    /// sockets too ([`Server::listener_fds`]) and serves: the loops stop
+    /// accepting and drain as after [`shutdown`](Self::shutdown), but leave
+    /// the Unix socket files in place, since the successor listens behind
+    /// them. Connections waiting in the backlogs stay there for the
+    /// successor: the sockets stay open while it holds them.
+    pub fn hand_over(&self) {
+        self.control.hand_over.store(true, Ordering::Release);
+        self.shutdown();
+    }
 }
+
+/// What [`ServerBuilder::on_state`] runs.
+type StateHook = Box<dyn FnMut(State) + Send>;
 
 /// Where a server is in its life, as a [`StatsHandle`] sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -571,6 +739,19 @@ impl<S: Service> Server<S> {
         }
     }
 
+    /// Second descriptors (close-on-exec) for every listening socket of
+    /// every loop, to hand to a successor process (see
+    /// [`activation::spawn_successor`](crate::activation::spawn_successor)):
+    /// the sockets stay open as long as either process holds them, so a
+    /// connection in a backlog is never refused or reset across a restart.
+    pub fn listener_fds(&self) -> io::Result<Vec<OwnedFd>> {
+        self.listeners
+            .iter()
+            .flatten()
+            .map(|(listener, _)| listener.duplicate())
+            .collect()
+    }
+
     /// A handle to shut the server down from another thread.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
@@ -583,6 +764,8 @@ impl<S: Service> Server<S> {
     /// the others.
     pub fn run(self) -> io::Result<Report> {
         let Server {
+            mut restart,
+            mut on_state,
             service,
             listeners,
             config,
@@ -600,7 +783,12 @@ impl<S: Service> Server<S> {
             Chosen::Uring(_) => Seed::Ring(ring),
         };
         let (shared, joins) = spawn_loops(service, listeners, config, handoff, seed, &control)?;
-        control.set_state(State::Serving);
+        let mut enter = |state: State| {
+            control.set_state(state);
+            if let Some(hook) = on_state.as_mut() {
+                hook(state);
+            }
+        };
         let mut events = Events::with_capacity(8);
         let mut requests_seen = 0;
         let mut stage = Stage::Running;
@@ -608,14 +796,20 @@ impl<S: Service> Server<S> {
             if let Err(e) = control.poller.wait(&mut events, None) {
                 broadcast(&shared, || Command::ForceClose);
                 let _ = collect(joins);
-                control.set_state(State::Stopped);
+                enter(State::Stopped);
                 return Err(e);
+            }
+            if stage == Stage::Running
+                && control.state.load(Ordering::Acquire) == State::Bound as u8
+                && control.started.load(Ordering::Acquire) == joins.len()
+            {
+                enter(State::Serving);
             }
             let requests = control.requests.load(Ordering::Acquire);
             let mut new_requests = requests - requests_seen;
             requests_seen = requests;
             if let Some(signals) = &signals {
-                new_requests += signals.take_shutdown_requests();
+                new_requests += signals.take_shutdown_requests(restart.as_mut());
             }
             let finished = control.exited.load(Ordering::Acquire);
             if finished == joins.len() {
@@ -625,14 +819,19 @@ impl<S: Service> Server<S> {
             if finished > 0 && stage == Stage::Running {
                 new_requests += 1;
             }
+            if new_requests > 0 && control.hand_over.load(Ordering::Acquire) {
+                shared.keep_socket_files.store(true, Ordering::Release);
+            }
             for _ in 0..new_requests {
+                if stage == Stage::Running {
+                    enter(State::Draining);
+                }
                 stage = stage.escalate(&shared);
-                control.set_state(State::Draining);
             }
         }
         drop(signals);
         let report = collect(joins);
-        control.set_state(State::Stopped);
+        enter(State::Stopped);
         report
     }
 }
@@ -708,6 +907,7 @@ fn spawn_loops<S: Service>(
         slot_waiters: AtomicUsize::new(0),
         buffered: AtomicUsize::new(0),
         buffered_peaked: AtomicBool::new(false),
+        keep_socket_files: AtomicBool::new(false),
         loops: handles,
         handoff,
     });
@@ -723,20 +923,21 @@ fn spawn_loops<S: Service>(
             .spawn(move || {
                 // Tells the control thread when the loop ends, however it
                 // ends: by returning, failing, or panicking.
-                let _exit = ExitNotice(control);
-                seed.grow()
-                    .and_then(|io| {
-                        Reactor::new(
-                            index,
-                            io,
-                            mailbox,
-                            loop_shared,
-                            service,
-                            listeners,
-                            counters,
-                        )
-                    })
-                    .and_then(Reactor::run)
+                let _exit = ExitNotice(Arc::clone(&control));
+                let reactor = seed.grow().and_then(|io| {
+                    Reactor::new(
+                        index,
+                        io,
+                        mailbox,
+                        loop_shared,
+                        service,
+                        listeners,
+                        counters,
+                    )
+                })?;
+                control.started.fetch_add(1, Ordering::AcqRel);
+                control.wake();
+                reactor.run()
             });
         match spawned {
             Ok(join) => joins.push(join),

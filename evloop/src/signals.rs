@@ -55,9 +55,10 @@ impl SignalPipe {
         Ok(pipe)
     }
 
-    /// Logs every signal that arrived since the last call; returns how many
-    /// of them ask for shutdown.
-    pub(crate) fn take_shutdown_requests(&self) -> usize {
+    /// Logs every signal that arrived since the last call and calls
+    /// `restart` (if any) for each restart request; returns how many of
+    /// them ask for shutdown.
+    pub(crate) fn take_shutdown_requests(&self, mut restart: Option<&mut RestartHook>) -> usize {
         let mut requests = 0;
         for (signal, read) in HANDLED_SIGNALS.iter().zip(&self.reads) {
             let mut buf = [0u8; 16];
@@ -71,7 +72,13 @@ impl SignalPipe {
                         info!("{} received: shutdown requested", signal.name);
                         requests += 1;
                     }
-                    SignalAction::KeepServing(because) => {
+                    SignalAction::Restart(_) if restart.is_some() => {
+                        if let Some(hook) = restart.as_deref_mut() {
+                            info!("{} received: restart requested", signal.name);
+                            hook(signal.name);
+                        }
+                    }
+                    SignalAction::KeepServing(because) | SignalAction::Restart(because) => {
                         warn!("{} received: {because}; still serving", signal.name);
                     }
                 }
@@ -96,12 +103,19 @@ impl Drop for SignalPipe {
 }
 
 /// What the control thread does with a signal.
+/// What a server runs, on its control thread, when SIGHUP or SIGUSR2 asks
+/// for a restart; it is given the signal's name and must not block.
+pub(crate) type RestartHook = Box<dyn FnMut(&'static str) + Send>;
+
 #[derive(Clone, Copy, Debug)]
 enum SignalAction {
     /// A shutdown request: the first drains, the second cuts.
     Shutdown,
     /// Logged with the reason nothing is done; the server keeps serving.
     KeepServing(&'static str),
+    /// A restart request, for the server's restart hook; without one,
+    /// like `KeepServing` with this reason.
+    Restart(&'static str),
 }
 
 /// A signal a server handles.
@@ -127,7 +141,7 @@ impl HandledSignal {
 /// signal an operator commonly sends is here, so none ends the server
 /// without a log line.
 const HANDLED_SIGNALS: [HandledSignal; 6] = {
-    use SignalAction::{KeepServing, Shutdown};
+    use SignalAction::{KeepServing, Restart, Shutdown};
     use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
     [
         HandledSignal::new(SIGINT, "SIGINT", Shutdown),
@@ -136,7 +150,7 @@ const HANDLED_SIGNALS: [HandledSignal; 6] = {
         HandledSignal::new(
             SIGHUP,
             "SIGHUP",
-            KeepServing("nothing to reload (not supported yet)"),
+            Restart("nothing to reload (no restart hook)"),
         ),
         HandledSignal::new(
             SIGUSR1,
@@ -146,7 +160,7 @@ const HANDLED_SIGNALS: [HandledSignal; 6] = {
         HandledSignal::new(
             SIGUSR2,
             "SIGUSR2",
-            KeepServing("no binary upgrade (not supported yet)"),
+            Restart("no binary upgrade (no restart hook)"),
         ),
     ]
 };

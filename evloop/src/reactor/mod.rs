@@ -146,6 +146,9 @@ pub(crate) struct Shared {
     /// `buffered` reached a quarter of the budget since memory was last
     /// given back to the system.
     pub(crate) buffered_peaked: AtomicBool,
+    /// The shutdown is a hand-over to a successor process: listeners leave
+    /// their Unix socket files in place.
+    pub(crate) keep_socket_files: AtomicBool,
     /// Every loop's mailbox, by loop index (hand-off targets).
     pub(crate) loops: Vec<Arc<LoopHandle>>,
     /// Whether loop 0 hands connections to other loops (from all its
@@ -714,7 +717,20 @@ impl<S: Service> Reactor<S> {
         }
         self.end_limit_wait();
         self.accept_pause = None;
-        self.listeners.clear();
+        let keep_files = self.shared.keep_socket_files.load(Ordering::Acquire);
+        for mut listener in self.listeners.drain(..) {
+            if keep_files {
+                listener.socket.keep_file();
+            }
+            // A successor may hold the same socket: closing our descriptor
+            // would then leave it in our epoll set, waking this loop for
+            // every connection the successor accepts.
+            if let Some(poller) = self.io.poller()
+                && let Err(e) = poller.deregister(&listener.socket)
+            {
+                debug!("deregistering a listener: {e}");
+            }
+        }
         if self.shared.handoff && self.index == 0 {
             // The acceptor relays the shutdown: targets hear of it after
             // every connection handed to them (mailboxes are first in, first out).

@@ -1,0 +1,238 @@
+//! How `evloop serve` works with what supervises it: listening sockets from
+//! systemd (socket activation), systemd's notifications (`READY=1`,
+//! `STOPPING=1`, `STATUS=`, `WATCHDOG=1`, `MAINPID=`), and restarts into a
+//! successor process that takes the listening sockets over.
+//!
+//! A restart (SIGHUP or SIGUSR2) starts the program again, from the path it
+//! was started from (a binary replaced there is the one that runs) with the
+//! same arguments, and hands it every listening socket by systemd's
+//! protocol. Once the successor serves, this process stops accepting and
+//! drains; the sockets stay open throughout, so no connection is refused. A
+//! successor that fails to start leaves this process serving, with a log
+//! line. Under systemd, this process tells it the successor's pid
+//! (`MAINPID=`) before draining, so the service stays up.
+
+use std::ffi::OsString;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use evloop::activation::{self, Inherited, Start};
+use evloop::{ShutdownHandle, State, StatsHandle};
+use sd_notify::NotifyState;
+use tracing::{debug, error, info, warn};
+
+/// How long a successor has to serve before it is given up (and killed).
+const SUCCESSOR_START_LIMIT: Duration = Duration::from_secs(60);
+
+/// The name under which listening sockets are passed to a successor.
+const LISTENER_NAME: &str = "evloop";
+
+/// Takes the listening sockets this process was handed (by systemd or a
+/// predecessor), logging each.
+pub fn inherited_listeners() -> Result<Vec<OwnedFd>, String> {
+    let inherited =
+        activation::inherited_listeners().map_err(|e| format!("inherited sockets: {e}"))?;
+    Ok(inherited
+        .into_iter()
+        .map(|Inherited { fd, name }| {
+            debug!(name, "listening socket inherited");
+            fd
+        })
+        .collect())
+}
+
+/// Whether systemd (or anything speaking its protocol) listens for
+/// notifications.
+fn notifying() -> bool {
+    std::env::var_os("NOTIFY_SOCKET").is_some()
+}
+
+/// Sends notifications; a failure is logged, never fatal.
+fn notify(states: &[NotifyState<'_>]) {
+    if notifying()
+        && let Err(e) = sd_notify::notify(states)
+    {
+        warn!("systemd notification failed: {e}");
+    }
+}
+
+/// What the supervisor is told of a built server.
+#[derive(Debug)]
+pub struct Served {
+    /// The addresses it listens on, for `STATUS=`.
+    pub addresses: String,
+    /// Its counters, for the watchdog's status line.
+    pub stats: StatsHandle,
+}
+
+/// What the server's state changes mean to the supervisor: runs on the
+/// server's control thread ([`evloop::ServerBuilder::on_state`]); `served`
+/// is filled in once the server is built, before it runs.
+pub fn on_state(served: Arc<OnceLock<Served>>) -> impl FnMut(State) + Send + 'static {
+    move |state| match state {
+        State::Serving => {
+            match activation::notify_predecessor() {
+                // The predecessor tells systemd our pid, and the service is
+                // already up: a READY=1 from a process systemd does not yet
+                // know as the service's would be refused.
+                Ok(true) => info!("restart: serving; the predecessor hands over"),
+                Ok(false) => {
+                    let addresses = served.get().map_or("", |s| &s.addresses);
+                    notify(&[
+                        NotifyState::Ready,
+                        NotifyState::Status(&format!("serving on {addresses}")),
+                    ]);
+                }
+                Err(e) => error!("restart: telling the predecessor we serve: {e}"),
+            }
+            if let (Some(period), Some(served)) = (sd_notify::watchdog_enabled(), served.get())
+                && let Err(e) = start_watchdog(period, served.stats.clone())
+            {
+                warn!("systemd watchdog: no thread: {e}");
+            }
+        }
+        State::Draining => notify(&[
+            NotifyState::Stopping,
+            NotifyState::Status("draining connections"),
+        ]),
+        _ => {}
+    }
+}
+
+/// Pings systemd's watchdog (`WATCHDOG=1`) at half its period, with a
+/// status line of open connections, until the server stops.
+fn start_watchdog(period: Duration, stats: StatsHandle) -> std::io::Result<()> {
+    let interval = period / 2;
+    info!("systemd watchdog: pinging every {interval:?}");
+    std::thread::Builder::new()
+        .name("evloop-watchdog".into())
+        .spawn(move || {
+            while stats.state() != State::Stopped {
+                let open: u64 = stats.loops().iter().map(|l| l.open).sum();
+                let status = format!("{}: {open} connections open", stats.state().name());
+                notify(&[NotifyState::Watchdog, NotifyState::Status(&status)]);
+                std::thread::sleep(interval);
+            }
+        })
+        .map(drop)
+}
+
+/// Restarts on request: a successor is started with every listening
+/// socket, and once it serves, this server hands over and drains.
+#[derive(Debug)]
+pub struct Restarter {
+    program: PathBuf,
+    args: Vec<OsString>,
+    requests: Receiver<&'static str>,
+}
+
+impl Restarter {
+    /// A restarter and the hook that asks it to restart
+    /// ([`evloop::ServerBuilder::on_restart_signal`]); `None` if this
+    /// process cannot name its own program.
+    pub fn new() -> Option<(Restarter, impl FnMut(&'static str) + Send + 'static)> {
+        let program = match std::env::current_exe() {
+            Ok(program) => program,
+            Err(e) => {
+                warn!("restarts unavailable: cannot find this program's path: {e}");
+                return None;
+            }
+        };
+        let args = std::env::args_os().skip(1).collect();
+        let (ask, requests): (Sender<&'static str>, _) = std::sync::mpsc::channel();
+        let hook = move |signal| {
+            if ask.send(signal).is_err() {
+                warn!("{signal}: already handed over to a successor");
+            }
+        };
+        Some((
+            Restarter {
+                program,
+                args,
+                requests,
+            },
+            hook,
+        ))
+    }
+
+    /// Serves restart requests on a thread of its own, with second
+    /// descriptors for the server's listening sockets.
+    pub fn start(self, listeners: Vec<OwnedFd>, server: ShutdownHandle) -> std::io::Result<()> {
+        std::thread::Builder::new()
+            .name("evloop-restart".into())
+            .spawn(move || self.run(&listeners, &server))
+            .map(drop)
+    }
+
+    fn run(self, listeners: &[OwnedFd], server: &ShutdownHandle) {
+        while let Ok(signal) = self.requests.recv() {
+            if self.restart(signal, listeners) {
+                server.hand_over();
+                return;
+            }
+            // Requests made while this one failed ask for what just failed.
+            while !matches!(
+                self.requests.try_recv(),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected)
+            ) {}
+        }
+    }
+
+    /// Starts a successor and waits for it to serve; says whether it does.
+    fn restart(&self, signal: &str, listeners: &[OwnedFd]) -> bool {
+        let program = self.program.display();
+        let fds: Vec<_> = listeners.iter().map(AsFd::as_fd).collect();
+        let names = vec![LISTENER_NAME; fds.len()];
+        let successor = match activation::spawn_successor(&self.program, &self.args, &fds, &names) {
+            Ok(successor) => successor,
+            Err(e) => {
+                error!("{signal}: restart failed: starting {program}: {e}; still serving");
+                return false;
+            }
+        };
+        let pid = successor.pid();
+        info!(
+            pid,
+            "{signal}: started {program} (pid {pid}) with {} listening sockets; waiting for it to serve",
+            fds.len()
+        );
+        match successor.wait_ready(SUCCESSOR_START_LIMIT) {
+            Ok(Start::Ready) => {
+                info!(pid, "restart: pid {pid} serves; handing over and draining");
+                notify(&[
+                    NotifyState::MainPid(pid),
+                    NotifyState::Status(&format!("handed over to pid {pid}")),
+                ]);
+                true
+            }
+            Ok(Start::Failed(status)) => {
+                error!(
+                    pid,
+                    "restart failed: pid {pid} {status} before serving; still serving"
+                );
+                false
+            }
+            Ok(Start::TimedOut) => {
+                error!(
+                    pid,
+                    "restart failed: pid {pid} did not serve within {SUCCESSOR_START_LIMIT:?} and was killed; still serving"
+                );
+                false
+            }
+            Ok(other) => {
+                error!(pid, "restart failed: pid {pid}: {other:?}; still serving");
+                false
+            }
+            Err(e) => {
+                error!(
+                    pid,
+                    "restart failed: waiting for pid {pid}: {e}; still serving"
+                );
+                false
+            }
+        }
+    }
+}
