@@ -556,7 +556,9 @@ fn received<H: Handler>(conn: &mut Conn<H>, bytes: &[u8], io: &mut Io<'_>) -> Re
 /// output (in flight too) is out.
 fn advance<H: Handler>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Result<Next, Fate> {
     let low = io.env.config.low_watermark;
-    conn.core.resume_if_drained(low);
+    if conn.core.resume_if_drained(low) {
+        io.counters.paused.sub(1);
+    }
     // Past the server's buffer budget, a connection that holds bytes stops
     // reading until its output drains or the server is back under ¾ of it
     // (as on epoll, where this is looked at before each read).
@@ -565,7 +567,9 @@ fn advance<H: Handler>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Result<Next, Fate
         && conn.core.phase == Phase::Open
         && !conn.core.flags.has(Flags::PAUSED_BUDGET)
     {
-        conn.core.flags.set(Flags::PAUSED_BUDGET, true);
+        if conn.core.pause_for_budget() {
+            io.counters.paused.add(1);
+        }
         io.counters.budget_pauses.add(1);
     }
     let mut budget = io.env.config.read_budget;
@@ -594,11 +598,9 @@ fn call<H: Handler>(
 ) -> Result<usize, Fate> {
     conn.core.ensure_buffers(io.spare);
     let env = &io.env;
-    let (wrote, paused) =
+    let (wrote, pause) =
         conn.call_into_own_output(env.config.high_watermark, |conn, out| f(conn, out, env))?;
-    if paused {
-        io.counters.backpressure_pauses.add(1);
-    }
+    pause.count(io.counters);
     Ok(wrote)
 }
 

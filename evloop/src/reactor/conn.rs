@@ -59,65 +59,66 @@ pub(crate) enum Phase {
 /// Why reading is paused, and what the driver knows of the socket, in two
 /// bytes: pause reasons are independent of each other and of the phase.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Flags(u32);
+pub(crate) struct Flags(u16);
 
 impl Flags {
     /// Output passed the high watermark.
-    pub(crate) const PAUSED_OUTPUT: u32 = 1;
+    pub(crate) const PAUSED_OUTPUT: u16 = 1;
     /// The server holds more than its buffer budget and the connection
     /// holds bytes. Lifted when its output drains, or when the server is
     /// back under budget.
-    pub(crate) const PAUSED_BUDGET: u32 = 1 << 1;
+    pub(crate) const PAUSED_BUDGET: u16 = 1 << 1;
     /// The handler paused its input.
-    pub(crate) const PAUSED_HANDLER: u32 = 1 << 2;
+    pub(crate) const PAUSED_HANDLER: u16 = 1 << 2;
     /// The handler wants to hear when its output has drained.
-    pub(crate) const DRAIN_NOTICE: u32 = 1 << 3;
+    pub(crate) const DRAIN_NOTICE: u16 = 1 << 3;
     /// Readiness driver: the socket may have input.
-    pub(crate) const READ_READY: u32 = 1 << 4;
+    pub(crate) const READ_READY: u16 = 1 << 4;
     /// Readiness driver: read until `WouldBlock`, never stop at a short
     /// read (the peer closed its side, an error, urgent data, or kqueue).
-    pub(crate) const READ_TO_BLOCK: u32 = 1 << 5;
+    pub(crate) const READ_TO_BLOCK: u16 = 1 << 5;
     /// Readiness driver: the socket may take output.
-    pub(crate) const WRITE_READY: u32 = 1 << 6;
+    pub(crate) const WRITE_READY: u16 = 1 << 6;
     /// On the loop's ready list.
-    pub(crate) const QUEUED: u32 = 1 << 7;
+    pub(crate) const QUEUED: u16 = 1 << 7;
     /// On the loop's list of connections the budget paused.
-    pub(crate) const BUDGET_LISTED: u32 = 1 << 8;
+    pub(crate) const BUDGET_LISTED: u16 = 1 << 8;
     /// Completion driver: a multishot receive is in flight.
     #[cfg(target_os = "linux")]
-    pub(crate) const RECV_ARMED: u32 = 1 << 9;
+    pub(crate) const RECV_ARMED: u16 = 1 << 9;
     /// Completion driver: its cancel has been asked for.
     #[cfg(target_os = "linux")]
-    pub(crate) const RECV_CANCELING: u32 = 1 << 10;
+    pub(crate) const RECV_CANCELING: u16 = 1 << 10;
     /// Completion driver: its receive ended because the provided buffers
     /// ran out; it is submitted again at the end of the turn.
     #[cfg(target_os = "linux")]
-    pub(crate) const RECV_STARVED: u32 = 1 << 11;
+    pub(crate) const RECV_STARVED: u16 = 1 << 11;
     /// Completion driver: a send is in flight.
     #[cfg(target_os = "linux")]
-    pub(crate) const SENDING: u32 = 1 << 12;
+    pub(crate) const SENDING: u16 = 1 << 12;
     /// Completion driver: closed, its operations cancelled; the slot is
     /// freed when their last completion arrives.
-    pub(crate) const RETIRED: u32 = 1 << 13;
+    pub(crate) const RETIRED: u16 = 1 << 13;
     /// Completion driver: receive one buffer per submission, not multishot
     /// (Unix sockets: a multishot receive there can miss the end of input,
     /// a kernel bug fixed in 2026 that kernels still in use have).
-    pub(crate) const RECV_ONESHOT: u32 = 1 << 14;
+    pub(crate) const RECV_ONESHOT: u16 = 1 << 14;
     /// Completion driver: the receive in flight is multishot.
     #[cfg(target_os = "linux")]
-    pub(crate) const RECV_MULTISHOT: u32 = 1 << 15;
-    /// Counted in the loop's gauge of paused connections.
-    pub(crate) const COUNTED_PAUSED: u32 = 1 << 16;
+    pub(crate) const RECV_MULTISHOT: u16 = 1 << 15;
 
-    const PAUSED: u32 = Self::PAUSED_OUTPUT | Self::PAUSED_BUDGET | Self::PAUSED_HANDLER;
+    const PAUSED: u16 = Self::PAUSED_OUTPUT | Self::PAUSED_BUDGET | Self::PAUSED_HANDLER;
+    /// The pauses the loop imposes (not the handler's): what the loop's
+    /// gauge of paused connections counts.
+    pub(crate) const PAUSED_BY_LOOP: u16 = Self::PAUSED_OUTPUT | Self::PAUSED_BUDGET;
 
     #[inline]
-    pub(crate) fn has(self, bits: u32) -> bool {
+    pub(crate) fn has(self, bits: u16) -> bool {
         self.0 & bits != 0
     }
 
     #[inline]
-    pub(crate) fn set(&mut self, bits: u32, on: bool) {
+    pub(crate) fn set(&mut self, bits: u16, on: bool) {
         if on {
             self.0 |= bits;
         } else {
@@ -246,6 +247,29 @@ pub(crate) struct Core {
     /// What the poller was last told (readiness driver).
     pub(super) interest: Interest,
     buffers: Option<Box<Buffers>>,
+}
+
+/// What [`Core::pause_if_full`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Pause {
+    /// Nothing: the output is below the high watermark, or was paused.
+    No,
+    /// Paused reading: the connection was not paused by the loop before.
+    Newly,
+    /// Paused reading: the budget had paused it already.
+    Again,
+}
+
+impl Pause {
+    /// Counts the pause in `counters`: an episode, and the gauge if new.
+    pub(super) fn count(self, counters: &crate::stats::LiveCounters) {
+        if self != Pause::No {
+            counters.backpressure_pauses.add(1);
+        }
+        if self == Pause::Newly {
+            counters.paused.add(1);
+        }
+    }
 }
 
 /// A connection: its state and its service's handler.
@@ -572,23 +596,34 @@ impl Core {
     }
 
     /// Lifts the output and budget pauses once the output has drained to
-    /// `low` (the budget is looked at again before the next read).
+    /// `low` (the budget is looked at again before the next read); says
+    /// whether the connection was paused by the loop and no longer is.
     #[inline]
-    pub(super) fn resume_if_drained(&mut self, low: usize) {
-        if self.pending() <= low {
-            self.flags
-                .set(Flags::PAUSED_OUTPUT | Flags::PAUSED_BUDGET, false);
+    pub(super) fn resume_if_drained(&mut self, low: usize) -> bool {
+        let lifted = self.pending() <= low && self.flags.has(Flags::PAUSED_BY_LOOP);
+        if lifted {
+            self.flags.set(Flags::PAUSED_BY_LOOP, false);
         }
+        lifted
+    }
+
+    /// Pauses reading for the buffer budget; says whether the connection
+    /// was not paused by the loop before (the gauge's count grows).
+    pub(super) fn pause_for_budget(&mut self) -> bool {
+        let newly = !self.flags.has(Flags::PAUSED_BY_LOOP);
+        self.flags.set(Flags::PAUSED_BUDGET, true);
+        newly
     }
 
     /// Pauses reading once the output passes `high`; says whether it did.
     #[inline]
-    pub(super) fn pause_if_full(&mut self, high: usize) -> bool {
-        let pause = !self.flags.has(Flags::PAUSED_OUTPUT) && self.pending() >= high;
-        if pause {
-            self.flags.set(Flags::PAUSED_OUTPUT, true);
+    pub(super) fn pause_if_full(&mut self, high: usize) -> Pause {
+        if self.flags.has(Flags::PAUSED_OUTPUT) || self.pending() < high {
+            return Pause::No;
         }
-        pause
+        let newly = !self.flags.has(Flags::PAUSED_BUDGET);
+        self.flags.set(Flags::PAUSED_OUTPUT, true);
+        if newly { Pause::Newly } else { Pause::Again }
     }
 
     fn buffers(&mut self) -> &mut Buffers {
@@ -846,7 +881,7 @@ impl<H: Handler> Conn<H> {
         &mut self,
         high: usize,
         f: impl FnOnce(&mut Self, &mut Vec<u8>) -> Result<(), Fate>,
-    ) -> Result<(usize, bool), Fate> {
+    ) -> Result<(usize, Pause), Fate> {
         let mut own = self.core.take_output();
         let before = own.len();
         let said = f(self, &mut own);

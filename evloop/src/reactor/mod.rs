@@ -480,15 +480,6 @@ impl<S: Service> Reactor<S> {
         };
         conn.core.account(&mut self.unpublished, &mut self.spare);
         let flags = &mut conn.core.flags;
-        let paused = flags.has(Flags::PAUSED_OUTPUT | Flags::PAUSED_BUDGET);
-        if paused != flags.has(Flags::COUNTED_PAUSED) {
-            flags.set(Flags::COUNTED_PAUSED, paused);
-            if paused {
-                self.counters.paused.add(1);
-            } else {
-                self.counters.paused.sub(1);
-            }
-        }
         if flags.has(Flags::PAUSED_BUDGET) && !flags.has(Flags::BUDGET_LISTED) {
             flags.set(Flags::BUDGET_LISTED, true);
             self.budget_paused.push((key, conn.core.generation));
@@ -552,7 +543,7 @@ impl<S: Service> Reactor<S> {
         }
         conn.ended(reason, &mut self.unpublished, &mut self.spare);
         self.counters.closed[reason.index()].add(1);
-        if conn.core.flags.has(Flags::COUNTED_PAUSED) {
+        if conn.core.flags.has(Flags::PAUSED_BY_LOOP) {
             self.counters.paused.sub(1);
         }
         let retired = match &mut self.io {
@@ -622,6 +613,9 @@ impl<S: Service> Reactor<S> {
             flags.set(Flags::BUDGET_LISTED, false);
             if flags.has(Flags::PAUSED_BUDGET) {
                 flags.set(Flags::PAUSED_BUDGET, false);
+                if !flags.has(Flags::PAUSED_OUTPUT) {
+                    self.counters.paused.sub(1);
+                }
                 self.drive(key);
             }
         }

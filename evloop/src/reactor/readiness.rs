@@ -95,7 +95,9 @@ fn drive_phases<H: Handler>(conn: &mut Conn<H>, io: &mut Io<'_>) -> Result<Next,
     if conn.core.flags.has(Flags::WRITE_READY) && conn.core.pending() > 0 {
         flush(conn, io)?;
     }
-    conn.core.resume_if_drained(io.env.config.low_watermark);
+    if conn.core.resume_if_drained(io.env.config.low_watermark) {
+        io.counters.paused.sub(1);
+    }
     let mut budget = io.env.config.read_budget;
     if stream_drained(conn, io, &mut budget)? {
         return Ok(Next::Requeue);
@@ -141,7 +143,9 @@ fn read_and_deliver<H: Handler>(
             return Ok(true);
         }
         let Some(limit) = read_allowance(conn, io) else {
-            conn.core.flags.set(Flags::PAUSED_BUDGET, true);
+            if conn.core.pause_for_budget() {
+                io.counters.paused.add(1);
+            }
             io.counters.budget_pauses.add(1);
             break;
         };
@@ -281,9 +285,9 @@ fn call_handler<H: Handler>(
         }
         wrote
     };
-    if conn.core.pause_if_full(io.env.config.high_watermark) {
-        io.counters.backpressure_pauses.add(1);
-    }
+    conn.core
+        .pause_if_full(io.env.config.high_watermark)
+        .count(io.counters);
     Ok(wrote)
 }
 
