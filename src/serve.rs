@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 use evloop::services::{Chargen, Daytime, Discard, Echo, Log};
-use evloop::{Address, Balance, Driver, Server, ServerBuilder, Service};
+use evloop::{Address, Balance, CloseReason, Counters, Driver, Server, ServerBuilder, Service};
 use evloop_http::{AccessLog, Http};
 use tracing::{error, info, warn};
 
@@ -355,7 +355,7 @@ fn serve<S: Service>(
     built(&server);
     let addresses: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
     for addr in &addresses {
-        info!(service = name, address = %addr, "{name}: listening on {addr}");
+        info!(service = name, address = %addr, pid = std::process::id(), "{name}: listening on {addr}");
     }
     let _ = served.set(Served {
         addresses: addresses.join(" "),
@@ -372,9 +372,9 @@ fn serve<S: Service>(
     match server.run() {
         Ok(report) => {
             for (i, l) in report.loops.iter().enumerate() {
-                info!("loop {i}: {}", l.counters);
+                log_counters(&format!("loop {i}"), Some(i), &l.counters);
             }
-            info!("total: {}", report.total());
+            log_counters("total", None, &report.total());
             if report.is_clean() {
                 ExitCode::SUCCESS
             } else {
@@ -387,6 +387,30 @@ fn serve<S: Service>(
             ExitCode::from(1)
         }
     }
+}
+
+/// Logs what a loop (or all) did, as text and as fields for JSON logs.
+fn log_counters(what: &str, loop_index: Option<usize>, counters: &Counters) {
+    let closed = |reason| counters.closed(reason);
+    info!(
+        loop_index,
+        accepted = counters.accepted,
+        closed = counters.closed_total(),
+        closed_peer = closed(CloseReason::Peer),
+        closed_reset = closed(CloseReason::Reset),
+        closed_idle = closed(CloseReason::Idle),
+        closed_limit = closed(CloseReason::Limit),
+        closed_shutdown = closed(CloseReason::Shutdown),
+        closed_error = closed(CloseReason::Error),
+        closed_service = closed(CloseReason::Service),
+        bytes_in = counters.bytes_in,
+        bytes_out = counters.bytes_out,
+        backpressure_pauses = counters.backpressure_pauses,
+        budget_pauses = counters.budget_pauses,
+        accept_errors = counters.accept_errors,
+        accept_backoffs = counters.accept_backoffs,
+        "{what}:"
+    );
 }
 
 /// A request body limit: any size, 0 refusing every body.

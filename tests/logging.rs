@@ -250,6 +250,59 @@ fn json_log_lines_carry_the_events_fields() {
     let address = listening["address"].as_str().unwrap();
     assert!(address.starts_with("127.0.0.1:"), "{address}");
     assert_eq!(listening["level"], "INFO");
+    assert!(listening["pid"].as_u64().is_some(), "{listening}");
+}
+
+/// The shutdown report's counters are fields too: a log shipper sums
+/// `bytes_in` without parsing the message.
+#[test]
+fn json_shutdown_counters_are_fields() {
+    let log = std::env::temp_dir().join(format!("evloop-json-{}.log", std::process::id()));
+    let mut server = common::evloop()
+        .args(["--log-format", "json", "serve", "echo", "--threads", "1"])
+        .args(["--io", "epoll", "--listen", "127.0.0.1:0"])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let events = || -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(&log).unwrap();
+        text.lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    };
+    let deadline = Instant::now() + LIMIT;
+    let address = loop {
+        if let Some(event) = events().into_iter().find(|e| e["address"].is_string()) {
+            break event["address"]
+                .as_str()
+                .unwrap()
+                .parse::<SocketAddr>()
+                .unwrap();
+        }
+        assert!(Instant::now() < deadline, "no listening line");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut client = connect(address);
+    assert_echoes(&mut client, b"twelve bytes");
+    drop(client);
+    std::process::Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(server.wait().unwrap().success());
+    let events = events();
+    std::fs::remove_file(&log).unwrap();
+    let total = (events.iter())
+        .find(|event| event["message"] == "total:")
+        .expect("a total line");
+    assert_eq!(total["accepted"], 1);
+    assert_eq!(total["closed_peer"], 1);
+    assert_eq!(total["bytes_in"], 12);
+    assert_eq!(total["bytes_out"], 12);
+    let loop_line = (events.iter())
+        .find(|event| event["message"] == "loop 0:")
+        .expect("a loop line");
+    assert_eq!(loop_line["loop_index"], 0);
 }
 
 #[test]
