@@ -22,7 +22,8 @@ pub const TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest request (line and headers) read; longer ones get 431.
 pub const REQUEST_LIMIT: usize = 8 * 1024;
 
-/// The most headers a request may have (a scraper sends a handful).
+/// The most headers a request may have (a scraper sends a handful); more
+/// get 431.
 const MAX_HEADERS: usize = 32;
 
 /// How long a refused client's leftover request is read and discarded
@@ -101,6 +102,8 @@ enum Request<'a> {
     Read { path: &'a str, body: bool },
     /// Another method.
     Method,
+    /// Longer than [`REQUEST_LIMIT`], or more than [`MAX_HEADERS`] headers.
+    TooLarge,
     /// Not HTTP/1.x.
     Bad,
 }
@@ -110,7 +113,9 @@ fn parse(head: &[u8]) -> Option<Request<'_>> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     match request.parse(head) {
+        Ok(httparse::Status::Partial) if head.len() >= REQUEST_LIMIT => Some(Request::TooLarge),
         Ok(httparse::Status::Partial) => None,
+        Err(httparse::Error::TooManyHeaders) => Some(Request::TooLarge),
         Err(_) => Some(Request::Bad),
         Ok(httparse::Status::Complete(_)) => Some(match (request.method, request.path) {
             (Some("GET"), Some(path)) => Request::Read { path, body: true },
@@ -175,6 +180,14 @@ fn route(request: Request<'_>, registry: &Registry, state: impl FnOnce() -> Stat
             answer.allow = true;
             return answer;
         }
+        Request::TooLarge => {
+            return Answer::text(
+                "431 Request Header Fields Too Large",
+                format!(
+                    "requests are limited to {REQUEST_LIMIT} bytes and {MAX_HEADERS} headers\n"
+                ),
+            );
+        }
         Request::Bad => return Answer::text("400 Bad Request", "not an HTTP/1.x request\n"),
     };
     let path = path.split_once('?').map_or(path, |(path, _query)| path);
@@ -204,15 +217,8 @@ fn answer(mut stream: TcpStream, registry: &Registry, stats: &StatsHandle) -> io
     let mut chunk = [0; 1024];
     let answer = loop {
         if let Some(request) = parse(&head) {
-            let refused = request == Request::Bad;
+            let refused = matches!(request, Request::Bad | Request::TooLarge);
             break (route(request, registry, || stats.state()), refused);
-        }
-        if head.len() >= REQUEST_LIMIT {
-            let answer = Answer::text(
-                "431 Request Header Fields Too Large",
-                format!("requests are limited to {REQUEST_LIMIT} bytes\n"),
-            );
-            break (answer, true);
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -318,6 +324,21 @@ mod tests {
             Some(Request::Bad)
         );
         assert_eq!(parse(b"GET /metrics SPDY/3\r\n\r\n"), Some(Request::Bad));
+    }
+
+    #[test]
+    fn requests_past_the_limits_are_too_large() {
+        let mut long = b"GET /metrics HTTP/1.1\r\nX-Long: ".to_vec();
+        long.resize(REQUEST_LIMIT - 1, b'l');
+        assert_eq!(parse(&long), None);
+        long.push(b'l');
+        assert_eq!(parse(&long), Some(Request::TooLarge));
+        let mut many = b"GET /metrics HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            many.extend_from_slice(format!("X-{i}: y\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(parse(&many), Some(Request::TooLarge));
     }
 
     fn routed(request: Request<'_>, state: State) -> String {
