@@ -17,6 +17,7 @@ mod bench;
 mod docs;
 mod duration;
 mod log;
+mod metrics;
 mod serve;
 mod size;
 mod supervise;
@@ -69,7 +70,7 @@ fn parse_log_level(text: &str) -> Result<String, String> {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a service (log, echo, discard, chargen, daytime, http) until SIGINT/SIGTERM/SIGQUIT.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Measure a server with a load generator.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -89,7 +90,7 @@ fn main() -> ExitCode {
     };
     let log = init_logging(cli.log_format, cli.log_level.as_deref());
     let status = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args, &log),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Completions(args) => docs::completions(&args),
         Command::Man => docs::man(),

@@ -1,5 +1,7 @@
 //! `evloop serve`: runs one of the library's services.
 
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
@@ -11,6 +13,8 @@ use evloop::{Address, Balance, CloseReason, Counters, Driver, Server, ServerBuil
 use evloop_http::{AccessLog, Http};
 use tracing::{error, info, warn};
 
+use crate::log::LogQueue;
+use crate::metrics::{self, Endpoint};
 use crate::supervise::{self, Restarter, Served};
 use crate::{addr, duration, size};
 
@@ -91,6 +95,12 @@ pub struct ServeArgs {
     /// log service: show each read's bytes as a hex dump.
     #[arg(long)]
     hexdump: bool,
+    /// Serve metrics and a readiness probe over HTTP on ADDR, e.g.
+    /// 127.0.0.1:9815 (port 0 picks one; the log names it): GET /metrics in
+    /// the Prometheus text format, GET /ready 200 while serving and 503
+    /// before and during shutdown. Default: off.
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
+    metrics: Option<SocketAddr>,
     #[command(flatten)]
     http: HttpArgs,
 }
@@ -182,6 +192,23 @@ impl HttpArgs {
     }
 }
 
+/// The metrics endpoint's address: TCP only (Prometheus scrapes over
+/// HTTP), with the scoped IPv6 addresses `--listen` takes.
+fn parse_metrics_addr(text: &str) -> Result<SocketAddr, String> {
+    let tcp_only = || "the metrics endpoint listens on TCP: give IP:PORT".to_owned();
+    if text.starts_with("unix:") {
+        return Err(tcp_only());
+    }
+    match addr::parse(text) {
+        Ok(address) => address.inet().ok_or_else(tcp_only),
+        // A scope's own error (no such interface) says more.
+        Err(e) if text.contains('%') => Err(e),
+        Err(_) => {
+            Err("not an address (expected IP:PORT, e.g. 127.0.0.1:9815 or [::1]:9815)".to_owned())
+        }
+    }
+}
+
 /// A count of at least 1.
 fn parse_count(text: &str) -> Result<usize, String> {
     match text.trim().parse::<i128>() {
@@ -224,8 +251,15 @@ fn parse_threads(text: &str) -> Result<usize, String> {
 /// Runs the server until a signal has drained it. Exit status: 0 after a
 /// clean drain, 1 if the deadline cut connections or it failed, 2 for bad
 /// arguments.
-pub fn run(args: ServeArgs) -> ExitCode {
-    let builder = match configure(&args) {
+pub fn run(args: ServeArgs, log: &LogQueue) -> ExitCode {
+    let handed = match supervise::inherited_listeners() {
+        Ok(handed) => handed,
+        Err(message) => {
+            say!("evloop: {message}");
+            return ExitCode::from(1);
+        }
+    };
+    let builder = match configure(&args, handed.listeners) {
         Ok(builder) => builder,
         Err(message) => {
             say!("evloop: {message}");
@@ -242,16 +276,28 @@ pub fn run(args: ServeArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    let metrics = args.metrics.map(|addr| Metrics {
+        addr,
+        inherited: handed.metrics,
+        log: log.clone(),
+        sources: Vec::new(),
+    });
     match args.service.as_str() {
-        "log" => serve(builder, Log::new(args.hexdump), "log", nothing),
-        "echo" => serve(builder, Echo, "echo", nothing),
-        "discard" => serve(builder, Discard, "discard", nothing),
-        "chargen" => serve(builder, Chargen::default(), "chargen", nothing),
-        "daytime" => serve(builder, Daytime, "daytime", nothing),
+        "log" => serve(builder, Log::new(args.hexdump), "log", metrics, nothing),
+        "echo" => serve(builder, Echo, "echo", metrics, nothing),
+        "discard" => serve(builder, Discard, "discard", metrics, nothing),
+        "chargen" => serve(builder, Chargen::default(), "chargen", metrics, nothing),
+        "daytime" => serve(builder, Daytime, "daytime", metrics, nothing),
         "http" => match args.http.service() {
-            Ok(http) => serve(builder, http.clone(), "http", |server| {
-                http.running_on(server.driver(), server.loops());
-            }),
+            Ok(http) => {
+                let metrics = metrics.map(|mut metrics| {
+                    metrics.sources.push(Box::new(metrics::http(http.clone())));
+                    metrics
+                });
+                serve(builder, http.clone(), "http", metrics, |server| {
+                    http.running_on(server.driver(), server.loops());
+                })
+            }
             Err(message) => {
                 say!("evloop: {message}");
                 ExitCode::from(2)
@@ -266,9 +312,9 @@ pub fn run(args: ServeArgs) -> ExitCode {
     }
 }
 
-fn configure(args: &ServeArgs) -> Result<ServerBuilder, String> {
+fn configure(args: &ServeArgs, inherited: Vec<OwnedFd>) -> Result<ServerBuilder, String> {
     let mut builder = Server::builder();
-    for fd in supervise::inherited_listeners()? {
+    for fd in inherited {
         builder = builder.listen_fd(fd);
     }
     let mut builder = builder
@@ -328,12 +374,23 @@ fn check_descriptors(threads: usize, addresses: usize) -> Result<(), String> {
 /// For services that need nothing of the built server.
 fn nothing<S>(_: &Server<S>) {}
 
+/// What `--metrics` asks for: where, and what beyond the standard
+/// families (the service's own).
+struct Metrics {
+    addr: SocketAddr,
+    /// The endpoint's socket, handed over by a predecessor (or systemd).
+    inherited: Option<OwnedFd>,
+    log: LogQueue,
+    sources: Vec<metrics::Source>,
+}
+
 /// Builds the server, lets `built` see it (the driver chosen, the loops),
-/// and runs it.
+/// starts the metrics endpoint if asked, and runs the server.
 fn serve<S: Service>(
     builder: ServerBuilder,
     service: S,
     name: &str,
+    metrics: Option<Metrics>,
     built: impl FnOnce(&Server<S>),
 ) -> ExitCode {
     let served = Arc::new(OnceLock::new());
@@ -353,6 +410,18 @@ fn serve<S: Service>(
         }
     };
     built(&server);
+    // Bound before anything is logged as listening: a taken address
+    // stops the start-up like the server's own.
+    let endpoint = match metrics
+        .map(|mut m| Endpoint::take_or_bind(m.inherited.take(), m.addr).map(|e| (e, m)))
+    {
+        None => None,
+        Some(Ok(endpoint)) => Some(endpoint),
+        Some(Err(message)) => {
+            say!("evloop: --metrics {message}");
+            return ExitCode::from(1);
+        }
+    };
     let addresses: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
     for addr in &addresses {
         info!(service = name, address = %addr, pid = std::process::id(), "{name}: listening on {addr}");
@@ -362,12 +431,27 @@ fn serve<S: Service>(
         stats: server.stats(),
     });
     if let Some(restarter) = restarter {
-        let started = server
-            .listener_fds()
-            .and_then(|fds| restarter.start(fds, server.shutdown_handle()));
+        let metrics = endpoint
+            .as_ref()
+            .map(|(endpoint, _)| endpoint.for_successor());
+        let started = metrics.transpose().and_then(|metrics| {
+            let fds = server.listener_fds()?;
+            restarter.start(fds, metrics, server.shutdown_handle())
+        });
         if let Err(e) = started {
             warn!("restarts unavailable: {e}");
         }
+    }
+    if let Some((endpoint, metrics)) = endpoint {
+        let addr = endpoint.local_addr();
+        let mut registry =
+            metrics::standard(server.stats(), server.driver(), server.loops(), metrics.log);
+        registry.extend(metrics.sources);
+        if let Err(e) = endpoint.spawn(registry, server.stats()) {
+            say!("evloop: --metrics {addr}: starting its thread: {e}");
+            return ExitCode::from(1);
+        }
+        info!(address = %addr, "metrics: listening on {addr}");
     }
     match server.run() {
         Ok(report) => {

@@ -15,6 +15,7 @@
 use std::ffi::OsString;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -27,21 +28,39 @@ use tracing::{debug, error, info, warn};
 /// How long a successor has to serve before it is given up (and killed).
 const SUCCESSOR_START_LIMIT: Duration = Duration::from_secs(60);
 
-/// The name under which listening sockets are passed to a successor.
+/// The name under which the service's listening sockets are passed to a
+/// successor.
 const LISTENER_NAME: &str = "evloop";
 
-/// Takes the listening sockets this process was handed (by systemd or a
-/// predecessor), logging each.
-pub fn inherited_listeners() -> Result<Vec<OwnedFd>, String> {
+/// The name of the metrics endpoint's socket, for a successor (or
+/// systemd's `FileDescriptorName=`): the endpoint takes it instead of
+/// binding `--metrics` again, which the predecessor still holds.
+pub const METRICS_NAME: &str = "evloop-metrics";
+
+/// The listening sockets this process was handed (by systemd or a
+/// predecessor).
+#[derive(Debug, Default)]
+pub struct Handed {
+    /// The service's.
+    pub listeners: Vec<OwnedFd>,
+    /// The metrics endpoint's, if one was named [`METRICS_NAME`].
+    pub metrics: Option<OwnedFd>,
+}
+
+/// Takes the listening sockets this process was handed, logging each.
+pub fn inherited_listeners() -> Result<Handed, String> {
     let inherited =
         activation::inherited_listeners().map_err(|e| format!("inherited sockets: {e}"))?;
-    Ok(inherited
-        .into_iter()
-        .map(|Inherited { fd, name }| {
-            debug!(name, "listening socket inherited");
-            fd
-        })
-        .collect())
+    let mut handed = Handed::default();
+    for Inherited { fd, name } in inherited {
+        debug!(name, "listening socket inherited");
+        if name == METRICS_NAME && handed.metrics.is_none() {
+            handed.metrics = Some(fd);
+        } else {
+            handed.listeners.push(fd);
+        }
+    }
+    Ok(handed)
 }
 
 /// Whether systemd (or anything speaking its protocol) listens for
@@ -159,17 +178,33 @@ impl Restarter {
     }
 
     /// Serves restart requests on a thread of its own, with second
-    /// descriptors for the server's listening sockets.
-    pub fn start(self, listeners: Vec<OwnedFd>, server: ShutdownHandle) -> std::io::Result<()> {
+    /// descriptors for the server's listening sockets and the metrics
+    /// endpoint's (with what stops the endpoint at the hand-over).
+    pub fn start(
+        self,
+        listeners: Vec<OwnedFd>,
+        metrics: Option<(OwnedFd, Arc<AtomicBool>)>,
+        server: ShutdownHandle,
+    ) -> std::io::Result<()> {
         std::thread::Builder::new()
             .name("evloop-restart".into())
-            .spawn(move || self.run(&listeners, &server))
+            .spawn(move || self.run(&listeners, metrics, &server))
             .map(drop)
     }
 
-    fn run(self, listeners: &[OwnedFd], server: &ShutdownHandle) {
+    fn run(
+        self,
+        listeners: &[OwnedFd],
+        metrics: Option<(OwnedFd, Arc<AtomicBool>)>,
+        server: &ShutdownHandle,
+    ) {
+        let (metrics_fd, stop_metrics) = metrics.unzip();
         while let Ok(signal) = self.requests.recv() {
-            if self.restart(signal, listeners) {
+            if self.restart(signal, listeners, metrics_fd.as_ref()) {
+                // The successor answers scrapes from now on.
+                if let Some(stop) = &stop_metrics {
+                    stop.store(true, Ordering::Release);
+                }
                 server.hand_over();
                 return;
             }
@@ -182,10 +217,14 @@ impl Restarter {
     }
 
     /// Starts a successor and waits for it to serve; says whether it does.
-    fn restart(&self, signal: &str, listeners: &[OwnedFd]) -> bool {
+    fn restart(&self, signal: &str, listeners: &[OwnedFd], metrics: Option<&OwnedFd>) -> bool {
         let program = self.program.display();
-        let fds: Vec<_> = listeners.iter().map(AsFd::as_fd).collect();
-        let names = vec![LISTENER_NAME; fds.len()];
+        let mut fds: Vec<_> = listeners.iter().map(AsFd::as_fd).collect();
+        let mut names = vec![LISTENER_NAME; fds.len()];
+        if let Some(metrics) = metrics {
+            fds.push(metrics.as_fd());
+            names.push(METRICS_NAME);
+        }
         let successor = match activation::spawn_successor(&self.program, &self.args, &fds, &names) {
             Ok(successor) => successor,
             Err(e) => {

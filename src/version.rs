@@ -11,9 +11,13 @@ const DRIVERS: &[&str] = &["io_uring", evloop::poll::BACKEND];
 #[cfg(not(target_os = "linux"))]
 const DRIVERS: &[&str] = &[evloop::poll::BACKEND];
 
+/// The commit the program was built from (12 hex digits, `-dirty` if
+/// tracked files differed from it), when built from a git checkout.
+pub const COMMIT: Option<&str> = option_env!("EVLOOP_COMMIT");
+
 /// The version line, after the program's name.
 pub static VERSION: LazyLock<String> = LazyLock::new(|| {
-    let commit = option_env!("EVLOOP_COMMIT").map(|commit| format!("commit {commit}, "));
+    let commit = COMMIT.map(|commit| format!("commit {commit}, "));
     format!(
         "{} ({}drivers: {})",
         env!("CARGO_PKG_VERSION"),

@@ -332,3 +332,34 @@ fn a_failed_restart_keeps_serving_and_an_upgrade_runs_the_new_binary() {
     upgraded.stop();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The metrics endpoint's socket is handed over too: the successor answers
+/// on the same port (which the predecessor still held when it started).
+#[test]
+fn the_metrics_endpoint_moves_to_the_successor() {
+    let mut server = ServerProcess::start(Io::Epoll, &["echo", "--metrics", "127.0.0.1:0"]);
+    let line = server.wait_for_line("metrics: listening on");
+    let metrics: SocketAddr = line
+        .rsplit("listening on ")
+        .next()
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(get(metrics, "/ready").starts_with("HTTP/1.1 200"));
+    server.signal("USR2");
+    let successor = Successor::handed_over_to(&mut server, 1);
+    assert!(server.wait_exit().success(), "{}", server.log.join("\n"));
+    assert!(get(metrics, "/ready").starts_with("HTTP/1.1 200"));
+    assert!(get(metrics, "/metrics").contains("evloop_connections_accepted_total"));
+    successor.stop();
+}
+
+/// One HTTP/1.1 GET of `path`; the whole answer.
+fn get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(LIMIT)).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: evloop\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}

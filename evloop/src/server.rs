@@ -641,16 +641,20 @@ pub enum State {
 }
 
 impl State {
+    /// Every state, in the order a server passes through them (e.g. for a
+    /// metric with one series per state).
+    pub const ALL: [State; 4] = [
+        State::Bound,
+        State::Serving,
+        State::Draining,
+        State::Stopped,
+    ];
+
     fn from_u8(value: u8) -> State {
-        [
-            State::Bound,
-            State::Serving,
-            State::Draining,
-            State::Stopped,
-        ]
-        .into_iter()
-        .find(|&state| state as u8 == value)
-        .unwrap_or(State::Stopped)
+        State::ALL
+            .into_iter()
+            .find(|&state| state as u8 == value)
+            .unwrap_or(State::Stopped)
     }
 
     /// The state's name in lowercase (`serving`), e.g. for a metric label.

@@ -5,6 +5,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -33,6 +34,8 @@ pub struct AccessLog {
 struct Shared {
     pending: Mutex<Pending>,
     wake: Condvar,
+    /// Lines dropped or lost since the log started (see [`AccessLog::dropped`]).
+    dropped: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -88,6 +91,13 @@ impl AccessLog {
         })
     }
 
+    /// Lines that never reached the log since it started: dropped because
+    /// the writer was too far behind, or lost to a failed write. Counts
+    /// only grow (for a metrics counter); the log also warns of each batch.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
     /// Adds one line, written by `line` into the pending buffer (which it
     /// must end with `\n`); dropped and counted if the writer is too far
     /// behind.
@@ -95,6 +105,8 @@ impl AccessLog {
         let mut pending = self.shared.lock();
         if pending.lines.len() >= MAX_PENDING {
             pending.dropped += 1;
+            drop(pending);
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
         line(&mut pending.lines);
@@ -129,7 +141,7 @@ impl Drop for AccessLog {
 
 /// The writer thread: every [`FLUSH_EVERY`] (or sooner when lines pile up)
 /// takes the pending lines and writes them; a failed write loses those
-/// lines, logged once per run of failures.
+/// lines, counted, and logged once per run of failures.
 fn write_until_closed(shared: &Shared, sink: &mut dyn Write) {
     let mut batch = Vec::new();
     let mut failing = false;
@@ -152,11 +164,16 @@ fn write_until_closed(shared: &Shared, sink: &mut dyn Write) {
         if !batch.is_empty() {
             match sink.write_all(&batch).and_then(|()| sink.flush()) {
                 Ok(()) => failing = false,
-                Err(e) if !failing => {
-                    warn!("access log: write failed, lines lost: {e}");
-                    failing = true;
+                Err(e) => {
+                    // Part of the batch may have been written; the count
+                    // errs towards lines lost.
+                    let lost = batch.iter().filter(|&&b| b == b'\n').count() as u64;
+                    shared.dropped.fetch_add(lost, Ordering::Relaxed);
+                    if !failing {
+                        warn!("access log: write failed, lines lost: {e}");
+                        failing = true;
+                    }
                 }
-                Err(_) => {}
             }
             batch.clear();
             if batch.capacity() > MAX_PENDING {
@@ -233,6 +250,15 @@ mod tests {
         for _ in 0..100_000 {
             log.record(|out| out.extend_from_slice(b"0123456789012345678901234567890123456789\n"));
         }
+        // Every line is lost: dropped while the writer was behind, or
+        // failed in its batch. Once the writer has taken the last batch,
+        // the count is all of them.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while log.dropped() < 100_000 {
+            assert!(std::time::Instant::now() < deadline, "{}", log.dropped());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(log.dropped(), 100_000);
         drop(log);
     }
 

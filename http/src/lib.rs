@@ -124,6 +124,14 @@ impl Http {
     pub fn open_connections(&self) -> usize {
         self.shared.about.open.load(Ordering::Relaxed)
     }
+
+    /// Access log lines that never reached the log since the service
+    /// started ([`AccessLog::dropped`]: the writer fell behind, or a write
+    /// failed); `None` without an access log. Only grows: a metrics
+    /// exporter can serve it as a counter.
+    pub fn access_log_dropped(&self) -> Option<u64> {
+        self.shared.access_log.as_ref().map(AccessLog::dropped)
+    }
 }
 
 impl HttpBuilder {
