@@ -68,7 +68,8 @@ fn parse_log_level(text: &str) -> Result<String, String> {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a service (log, echo, discard, chargen, daytime, http) until SIGINT/SIGTERM/SIGQUIT.
-    Serve(serve::ServeArgs),
+    // Boxed: its options outweigh the other commands' several times over.
+    Serve(Box<serve::ServeArgs>),
     /// Measure a server with a load generator.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -88,7 +89,7 @@ fn main() -> ExitCode {
     };
     let log = init_logging(cli.log_format, cli.log_level.as_deref());
     let status = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Completions(args) => docs::completions(&args),
         Command::Man => docs::man(),

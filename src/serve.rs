@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
+use evloop::proxy::{ProxyProtocol, ProxyStats};
 use evloop::services::{Chargen, Daytime, Discard, Echo, Log};
 use evloop::{Address, Balance, Driver, Server, ServerBuilder, Service};
 use evloop_http::{AccessLog, Http};
@@ -90,7 +91,94 @@ pub struct ServeArgs {
     #[arg(long)]
     hexdump: bool,
     #[command(flatten)]
+    proxy: ProxyArgs,
+    #[command(flatten)]
     http: HttpArgs,
+}
+
+/// Options of the PROXY protocol, for every service.
+#[derive(Args, Debug, Default)]
+#[command(next_help_heading = "PROXY protocol")]
+pub struct ProxyArgs {
+    /// Every connection starts with a PROXY protocol header (v1 or v2, as
+    /// HAProxy's send-proxy and send-proxy-v2 write it): the client it
+    /// names is the peer the service and the logs see. LOCAL (health
+    /// checks) and UNKNOWN are served as the proxy's own connections.
+    /// Connections without a valid header are reset with nothing sent,
+    /// counted (the exit line) and logged at debug level. Only behind a
+    /// proxy you trust: whoever reaches the listener says who the client is.
+    #[arg(long)]
+    proxy_protocol: bool,
+    /// Like --proxy-protocol, on this listener only: one of the --listen
+    /// addresses, as given. May repeat. The other listeners serve
+    /// connections as they come.
+    #[arg(long, value_name = "ADDR", value_parser = addr::parse, conflicts_with = "proxy_protocol")]
+    proxy_protocol_on: Vec<Address>,
+    /// How long a client has to send its whole PROXY header, from its
+    /// accept (bytes trickling in do not extend it), at least 1ms.
+    /// Default: 5s.
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse_positive)]
+    proxy_protocol_timeout: Option<Duration>,
+}
+
+/// The PROXY protocol as the options ask for it.
+struct Proxy {
+    timeout: Option<Duration>,
+    /// The listeners it is on, as indexes into `--listen`; all if `None`.
+    on: Option<Vec<usize>>,
+}
+
+impl ProxyArgs {
+    /// What the options ask for (`None`: no PROXY protocol), or why they
+    /// cannot be.
+    fn resolve(&self, listen: &[Address]) -> Result<Option<Proxy>, String> {
+        if !self.proxy_protocol && self.proxy_protocol_on.is_empty() {
+            if self.proxy_protocol_timeout.is_some() {
+                return Err(
+                    "--proxy-protocol-timeout needs --proxy-protocol or --proxy-protocol-on"
+                        .to_owned(),
+                );
+            }
+            return Ok(None);
+        }
+        let on = if self.proxy_protocol {
+            None
+        } else {
+            let mut on = Vec::new();
+            for addr in &self.proxy_protocol_on {
+                let Some(i) = listen.iter().position(|l| l == addr) else {
+                    return Err(format!(
+                        "--proxy-protocol-on {addr}: not one of the --listen addresses"
+                    ));
+                };
+                on.push(i);
+            }
+            Some(on)
+        };
+        Ok(Some(Proxy {
+            timeout: self.proxy_protocol_timeout,
+            on,
+        }))
+    }
+}
+
+impl Proxy {
+    /// The layer around `service`, given the addresses bound.
+    fn wrap<S: Service>(&self, service: S, bound: &[Address]) -> ProxyProtocol<S> {
+        let mut layer = ProxyProtocol::builder();
+        if let Some(timeout) = self.timeout {
+            layer = layer.timeout(timeout);
+        }
+        if let Some(on) = &self.on {
+            layer = layer.only_on(on.iter().map(|&i| bound[i].clone()));
+        }
+        layer.build(service)
+    }
+
+    /// Whether the listener at index `i` of the addresses bound has it.
+    fn is_on(&self, i: usize) -> bool {
+        self.on.as_ref().is_none_or(|on| on.contains(&i))
+    }
 }
 
 /// Options of the http service.
@@ -230,6 +318,14 @@ pub fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let proxy = match args.proxy.resolve(&args.listen) {
+        Ok(proxy) => proxy,
+        Err(message) => {
+            say!("evloop: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let proxy = proxy.as_ref();
     let http_options = args.http.given();
     if args.service != "http"
         && let Some(option) = http_options.first()
@@ -241,14 +337,14 @@ pub fn run(args: ServeArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     match args.service.as_str() {
-        "log" => serve(builder, Log::new(args.hexdump), "log", nothing),
-        "echo" => serve(builder, Echo, "echo", nothing),
-        "discard" => serve(builder, Discard, "discard", nothing),
-        "chargen" => serve(builder, Chargen::default(), "chargen", nothing),
-        "daytime" => serve(builder, Daytime, "daytime", nothing),
+        "log" => serve(builder, Log::new(args.hexdump), "log", proxy, nothing),
+        "echo" => serve(builder, Echo, "echo", proxy, nothing),
+        "discard" => serve(builder, Discard, "discard", proxy, nothing),
+        "chargen" => serve(builder, Chargen::default(), "chargen", proxy, nothing),
+        "daytime" => serve(builder, Daytime, "daytime", proxy, nothing),
         "http" => match args.http.service() {
-            Ok(http) => serve(builder, http.clone(), "http", |server| {
-                http.running_on(server.driver(), server.loops());
+            Ok(http) => serve(builder, http.clone(), "http", proxy, |driver, loops| {
+                http.running_on(driver, loops);
             }),
             Err(message) => {
                 say!("evloop: {message}");
@@ -320,26 +416,51 @@ fn check_descriptors(threads: usize, addresses: usize) -> Result<(), String> {
 }
 
 /// For services that need nothing of the built server.
-fn nothing<S>(_: &Server<S>) {}
+fn nothing(_driver: String, _loops: usize) {}
 
-/// Builds the server, lets `built` see it (the driver chosen, the loops),
-/// and runs it.
+/// Builds the server, behind the PROXY protocol if asked, lets `built`
+/// know the driver chosen and the loops, and runs it.
 fn serve<S: Service>(
     builder: ServerBuilder,
     service: S,
     name: &str,
-    built: impl FnOnce(&Server<S>),
+    proxy: Option<&Proxy>,
+    built: impl FnOnce(String, usize),
 ) -> ExitCode {
-    let server = match builder.build(service) {
+    let Some(proxy) = proxy else {
+        return run_server(builder.build(service), name, None, built);
+    };
+    let mut stats = None;
+    let server = builder.build_with(|bound| {
+        let layer = proxy.wrap(service, bound);
+        stats = Some(layer.stats());
+        layer
+    });
+    run_server(server, name, stats.map(|stats| (proxy, stats)), built)
+}
+
+/// Runs a server built (or says why it could not be); logs its listeners
+/// and, at exit, its counters.
+fn run_server<S: Service>(
+    server: std::io::Result<Server<S>>,
+    name: &str,
+    proxy: Option<(&Proxy, ProxyStats)>,
+    built: impl FnOnce(String, usize),
+) -> ExitCode {
+    let server = match server {
         Ok(server) => server,
         Err(e) => {
             say!("evloop: {e}");
             return ExitCode::from(1);
         }
     };
-    built(&server);
-    for addr in server.local_addrs() {
-        info!(service = name, address = %addr, "{name}: listening on {addr}");
+    built(server.driver(), server.loops());
+    for (i, addr) in server.local_addrs().iter().enumerate() {
+        if proxy.as_ref().is_some_and(|(proxy, _)| proxy.is_on(i)) {
+            info!(service = name, address = %addr, proxy_protocol = true, "{name}: listening on {addr} (PROXY protocol)");
+        } else {
+            info!(service = name, address = %addr, "{name}: listening on {addr}");
+        }
     }
     match server.run() {
         Ok(report) => {
@@ -347,6 +468,9 @@ fn serve<S: Service>(
                 info!("loop {i}: {}", l.counters);
             }
             info!("total: {}", report.total());
+            if let Some((_, stats)) = proxy {
+                info!("PROXY protocol: {}", stats.snapshot());
+            }
             if report.is_clean() {
                 ExitCode::SUCCESS
             } else {
