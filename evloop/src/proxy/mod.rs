@@ -312,15 +312,13 @@ impl<S: Service> Handler for ProxyHandler<S> {
             // a header: never serve as a client's what a proxy may send.
             let listener = cx.local().ok();
             if listener.is_some_and(|local| !listeners.iter().any(|l| covers(l, &local))) {
-                let inner = shared.service.open(peer);
+                let mut inner = shared.service.open(peer);
+                let action = inner.on_open(cx);
                 self.phase = Phase::Serving {
                     inner,
                     client: None,
                 };
-                let Phase::Serving { inner, .. } = &mut self.phase else {
-                    return Action::Abort;
-                };
-                return inner.on_open(cx);
+                return action;
             }
         }
         cx.set_deadline(shared.config.timeout);
