@@ -70,6 +70,7 @@ fn parse_log_level(text: &str) -> Result<String, String> {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a service (log, echo, discard, chargen, daytime, http) until SIGINT/SIGTERM/SIGQUIT.
+    // Boxed: its options outweigh the other commands' several times over.
     Serve(Box<serve::ServeArgs>),
     /// Measure a server with a load generator.
     #[command(subcommand)]

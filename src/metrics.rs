@@ -33,6 +33,7 @@ mod exposition;
 #[cfg(target_os = "linux")]
 mod process;
 
+use evloop::proxy::{ProxyStats, RejectReason};
 use evloop::{CloseReason, LoopStats, State, StatsHandle};
 use evloop_http::Http;
 
@@ -114,6 +115,30 @@ pub fn http(http: Http) -> impl Fn(&mut Exposition) + Send + Sync + 'static {
                 "Access log lines lost because the writer fell behind or a write failed.",
             )
             .sample(&[], dropped);
+        }
+    }
+}
+
+/// The PROXY protocol layer's families: headers taken by command, and
+/// connections refused by reason.
+pub fn proxy(stats: ProxyStats) -> impl Fn(&mut Exposition) + Send + Sync + 'static {
+    move |out: &mut Exposition| {
+        let counts = stats.snapshot();
+        out.family(
+            "evloop_proxy_headers_total",
+            Kind::Counter,
+            "PROXY protocol headers taken, by command: proxy (the client named), local (the proxy's health checks), unknown.",
+        )
+        .sample(&[("command", "proxy")], counts.proxied)
+        .sample(&[("command", "local")], counts.local)
+        .sample(&[("command", "unknown")], counts.unknown);
+        let mut rejected = out.family(
+            "evloop_proxy_header_rejected_total",
+            Kind::Counter,
+            "Connections closed for want of a valid PROXY protocol header, by reason.",
+        );
+        for reason in RejectReason::ALL {
+            rejected.sample(&[("reason", reason.name())], counts.rejected(reason));
         }
     }
 }

@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use clap::Args;
+use evloop::proxy::{ProxyProtocol, ProxyStats};
 use evloop::services::{Chargen, Daytime, Discard, Echo, Log};
 use evloop::{Address, Balance, CloseReason, Counters, Driver, Server, ServerBuilder, Service};
 use evloop_http::{AccessLog, Http};
@@ -102,7 +103,94 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
     metrics: Option<SocketAddr>,
     #[command(flatten)]
+    proxy: ProxyArgs,
+    #[command(flatten)]
     http: HttpArgs,
+}
+
+/// Options of the PROXY protocol, for every service.
+#[derive(Args, Debug, Default)]
+#[command(next_help_heading = "PROXY protocol")]
+pub struct ProxyArgs {
+    /// Every connection starts with a PROXY protocol header (v1 or v2, as
+    /// HAProxy's send-proxy and send-proxy-v2 write it): the client it
+    /// names is the peer the service and the logs see. LOCAL (health
+    /// checks) and UNKNOWN are served as the proxy's own connections.
+    /// Connections without a valid header are reset with nothing sent,
+    /// counted (the exit line) and logged at debug level. Only behind a
+    /// proxy you trust: whoever reaches the listener says who the client is.
+    #[arg(long)]
+    proxy_protocol: bool,
+    /// Like --proxy-protocol, on this listener only: one of the --listen
+    /// addresses, as given. May repeat. The other listeners serve
+    /// connections as they come.
+    #[arg(long, value_name = "ADDR", value_parser = addr::parse, conflicts_with = "proxy_protocol")]
+    proxy_protocol_on: Vec<Address>,
+    /// How long a client has to send its whole PROXY header, from its
+    /// accept (bytes trickling in do not extend it), at least 1ms.
+    /// Default: 5s.
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse_positive)]
+    proxy_protocol_timeout: Option<Duration>,
+}
+
+/// The PROXY protocol as the options ask for it.
+struct Proxy {
+    timeout: Option<Duration>,
+    /// The listeners it is on, as indexes into `--listen`; all if `None`.
+    on: Option<Vec<usize>>,
+}
+
+impl ProxyArgs {
+    /// What the options ask for (`None`: no PROXY protocol), or why they
+    /// cannot be.
+    fn resolve(&self, listen: &[Address]) -> Result<Option<Proxy>, String> {
+        if !self.proxy_protocol && self.proxy_protocol_on.is_empty() {
+            if self.proxy_protocol_timeout.is_some() {
+                return Err(
+                    "--proxy-protocol-timeout needs --proxy-protocol or --proxy-protocol-on"
+                        .to_owned(),
+                );
+            }
+            return Ok(None);
+        }
+        let on = if self.proxy_protocol {
+            None
+        } else {
+            let mut on = Vec::new();
+            for addr in &self.proxy_protocol_on {
+                let Some(i) = listen.iter().position(|l| l == addr) else {
+                    return Err(format!(
+                        "--proxy-protocol-on {addr}: not one of the --listen addresses"
+                    ));
+                };
+                on.push(i);
+            }
+            Some(on)
+        };
+        Ok(Some(Proxy {
+            timeout: self.proxy_protocol_timeout,
+            on,
+        }))
+    }
+}
+
+impl Proxy {
+    /// The layer around `service`, given the addresses bound.
+    fn wrap<S: Service>(&self, service: S, bound: &[Address]) -> ProxyProtocol<S> {
+        let mut layer = ProxyProtocol::builder();
+        if let Some(timeout) = self.timeout {
+            layer = layer.timeout(timeout);
+        }
+        if let Some(on) = &self.on {
+            layer = layer.only_on(on.iter().map(|&i| bound[i].clone()));
+        }
+        layer.build(service)
+    }
+
+    /// Whether the listener at index `i` of the addresses bound has it.
+    fn is_on(&self, i: usize) -> bool {
+        self.on.as_ref().is_none_or(|on| on.contains(&i))
+    }
 }
 
 /// Options of the http service.
@@ -266,6 +354,14 @@ pub fn run(args: ServeArgs, log: &LogQueue) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let proxy = match args.proxy.resolve(&args.listen) {
+        Ok(proxy) => proxy,
+        Err(message) => {
+            say!("evloop: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let proxy = proxy.as_ref();
     let http_options = args.http.given();
     if args.service != "http"
         && let Some(option) = http_options.first()
@@ -283,20 +379,41 @@ pub fn run(args: ServeArgs, log: &LogQueue) -> ExitCode {
         sources: Vec::new(),
     });
     match args.service.as_str() {
-        "log" => serve(builder, Log::new(args.hexdump), "log", metrics, nothing),
-        "echo" => serve(builder, Echo, "echo", metrics, nothing),
-        "discard" => serve(builder, Discard, "discard", metrics, nothing),
-        "chargen" => serve(builder, Chargen::default(), "chargen", metrics, nothing),
-        "daytime" => serve(builder, Daytime, "daytime", metrics, nothing),
+        "log" => serve(
+            builder,
+            Log::new(args.hexdump),
+            "log",
+            proxy,
+            metrics,
+            nothing,
+        ),
+        "echo" => serve(builder, Echo, "echo", proxy, metrics, nothing),
+        "discard" => serve(builder, Discard, "discard", proxy, metrics, nothing),
+        "chargen" => serve(
+            builder,
+            Chargen::default(),
+            "chargen",
+            proxy,
+            metrics,
+            nothing,
+        ),
+        "daytime" => serve(builder, Daytime, "daytime", proxy, metrics, nothing),
         "http" => match args.http.service() {
             Ok(http) => {
                 let metrics = metrics.map(|mut metrics| {
                     metrics.sources.push(Box::new(metrics::http(http.clone())));
                     metrics
                 });
-                serve(builder, http.clone(), "http", metrics, |server| {
-                    http.running_on(server.driver(), server.loops());
-                })
+                serve(
+                    builder,
+                    http.clone(),
+                    "http",
+                    proxy,
+                    metrics,
+                    |driver, loops| {
+                        http.running_on(driver, loops);
+                    },
+                )
             }
             Err(message) => {
                 say!("evloop: {message}");
@@ -372,7 +489,7 @@ fn check_descriptors(threads: usize, addresses: usize) -> Result<(), String> {
 }
 
 /// For services that need nothing of the built server.
-fn nothing<S>(_: &Server<S>) {}
+fn nothing(_driver: String, _loops: usize) {}
 
 /// What `--metrics` asks for: where, and what beyond the standard
 /// families (the service's own).
@@ -384,17 +501,18 @@ struct Metrics {
     sources: Vec<metrics::Source>,
 }
 
-/// Builds the server, lets `built` see it (the driver chosen, the loops),
-/// starts the metrics endpoint if asked, and runs the server.
+/// Builds the server, behind the PROXY protocol if asked, with what its
+/// supervisor needs to hear (systemd, restarts), and runs it.
 fn serve<S: Service>(
     builder: ServerBuilder,
     service: S,
     name: &str,
+    proxy: Option<&Proxy>,
     metrics: Option<Metrics>,
-    built: impl FnOnce(&Server<S>),
+    built: impl FnOnce(String, usize),
 ) -> ExitCode {
     let served = Arc::new(OnceLock::new());
-    let mut builder = builder.on_state(supervise::on_state(Arc::clone(&served)));
+    let mut builder = builder;
     let restarter = match Restarter::new() {
         Some((restarter, hook)) => {
             builder = builder.on_restart_signal(hook);
@@ -402,73 +520,127 @@ fn serve<S: Service>(
         }
         None => None,
     };
-    let server = match builder.build(service) {
-        Ok(server) => server,
-        Err(e) => {
-            say!("evloop: {e}");
-            return ExitCode::from(1);
-        }
+    let spares = restarter.as_ref().map(Restarter::spares);
+    let builder = builder.on_state(supervise::on_state(Arc::clone(&served), spares));
+    let started = Started {
+        name,
+        served,
+        restarter,
+        metrics,
     };
-    built(&server);
-    // Bound before anything is logged as listening: a taken address
-    // stops the start-up like the server's own.
-    let endpoint = match metrics
-        .map(|mut m| Endpoint::take_or_bind(m.inherited.take(), m.addr).map(|e| (e, m)))
-    {
-        None => None,
-        Some(Ok(endpoint)) => Some(endpoint),
-        Some(Err(message)) => {
-            say!("evloop: --metrics {message}");
-            return ExitCode::from(1);
-        }
+    let Some(proxy) = proxy else {
+        return started.run(builder.build(service), None, built);
     };
-    let addresses: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
-    for addr in &addresses {
-        info!(service = name, address = %addr, pid = std::process::id(), "{name}: listening on {addr}");
-    }
-    let _ = served.set(Served {
-        addresses: addresses.join(" "),
-        stats: server.stats(),
+    let mut stats = None;
+    let server = builder.build_with(|bound| {
+        let layer = proxy.wrap(service, bound);
+        stats = Some(layer.stats());
+        layer
     });
-    if let Some(restarter) = restarter {
-        let metrics = endpoint
-            .as_ref()
-            .map(|(endpoint, _)| endpoint.for_successor());
-        let started = metrics.transpose().and_then(|metrics| {
-            let fds = server.listener_fds()?;
-            restarter.start(fds, metrics, server.shutdown_handle())
-        });
-        if let Err(e) = started {
-            warn!("restarts unavailable: {e}");
-        }
-    }
-    if let Some((endpoint, metrics)) = endpoint {
-        let addr = endpoint.local_addr();
-        let mut registry =
-            metrics::standard(server.stats(), server.driver(), server.loops(), metrics.log);
-        registry.extend(metrics.sources);
-        if let Err(e) = endpoint.spawn(registry, server.stats()) {
-            say!("evloop: --metrics {addr}: starting its thread: {e}");
-            return ExitCode::from(1);
-        }
-        info!(address = %addr, "metrics: listening on {addr}");
-    }
-    match server.run() {
-        Ok(report) => {
-            for (i, l) in report.loops.iter().enumerate() {
-                log_counters(&format!("loop {i}"), Some(i), &l.counters);
+    started.run(server, stats.map(|stats| (proxy, stats)), built)
+}
+
+/// What runs beside a server once it is built.
+struct Started<'a> {
+    name: &'a str,
+    served: Arc<OnceLock<Served>>,
+    restarter: Option<Restarter>,
+    metrics: Option<Metrics>,
+}
+
+impl Started<'_> {
+    /// Runs a server built (or says why it could not be): starts the
+    /// metrics endpoint and the restarter, logs its listeners and, at
+    /// exit, its counters.
+    fn run<S: Service>(
+        self,
+        server: std::io::Result<Server<S>>,
+        proxy: Option<(&Proxy, ProxyStats)>,
+        built: impl FnOnce(String, usize),
+    ) -> ExitCode {
+        let Started {
+            name,
+            served,
+            restarter,
+            metrics,
+        } = self;
+        let server = match server {
+            Ok(server) => server,
+            Err(e) => {
+                say!("evloop: {e}");
+                return ExitCode::from(1);
             }
-            log_counters("total", None, &report.total());
-            if report.is_clean() {
-                ExitCode::SUCCESS
+        };
+        built(server.driver(), server.loops());
+        // Bound before anything is logged as listening: a taken address
+        // stops the start-up like the server's own.
+        let endpoint = match metrics
+            .map(|mut m| Endpoint::take_or_bind(m.inherited.take(), m.addr).map(|e| (e, m)))
+        {
+            None => None,
+            Some(Ok(endpoint)) => Some(endpoint),
+            Some(Err(message)) => {
+                say!("evloop: --metrics {message}");
+                return ExitCode::from(1);
+            }
+        };
+        let pid = std::process::id();
+        for (i, addr) in server.local_addrs().iter().enumerate() {
+            if proxy.as_ref().is_some_and(|(proxy, _)| proxy.is_on(i)) {
+                info!(service = name, address = %addr, pid, proxy_protocol = true, "{name}: listening on {addr} (PROXY protocol)");
             } else {
-                warn!("shutdown cut {} connections", report.cut());
+                info!(service = name, address = %addr, pid, "{name}: listening on {addr}");
+            }
+        }
+        let addresses: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
+        let _ = served.set(Served {
+            addresses: addresses.join(" "),
+            stats: server.stats(),
+        });
+        if let Some(restarter) = restarter {
+            let metrics = (endpoint.as_ref()).map(|(endpoint, _)| endpoint.for_successor());
+            let started = metrics.transpose().and_then(|metrics| {
+                let fds = server.listener_fds()?;
+                restarter.start(fds, metrics, server.shutdown_handle())
+            });
+            if let Err(e) = started {
+                warn!("restarts unavailable: {e}");
+            }
+        }
+        if let Some((endpoint, metrics)) = endpoint {
+            let addr = endpoint.local_addr();
+            let mut registry =
+                metrics::standard(server.stats(), server.driver(), server.loops(), metrics.log);
+            registry.extend(metrics.sources);
+            if let Some((_, stats)) = &proxy {
+                registry.add(metrics::proxy(stats.clone()));
+            }
+            if let Err(e) = endpoint.spawn(registry, server.stats()) {
+                say!("evloop: --metrics {addr}: starting its thread: {e}");
+                return ExitCode::from(1);
+            }
+            info!(address = %addr, "metrics: listening on {addr}");
+        }
+        match server.run() {
+            Ok(report) => {
+                for (i, l) in report.loops.iter().enumerate() {
+                    log_counters(&format!("loop {i}"), Some(i), &l.counters);
+                }
+                log_counters("total", None, &report.total());
+                if let Some((_, stats)) = proxy {
+                    info!("PROXY protocol: {}", stats.snapshot());
+                }
+                if report.is_clean() {
+                    ExitCode::SUCCESS
+                } else {
+                    warn!("shutdown cut {} connections", report.cut());
+                    ExitCode::from(1)
+                }
+            }
+            Err(e) => {
+                error!("{e}");
                 ExitCode::from(1)
             }
-        }
-        Err(e) => {
-            error!("{e}");
-            ExitCode::from(1)
         }
     }
 }

@@ -17,7 +17,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use evloop::activation::{self, Inherited, Start};
@@ -90,7 +90,10 @@ pub struct Served {
 /// What the server's state changes mean to the supervisor: runs on the
 /// server's control thread ([`evloop::ServerBuilder::on_state`]); `served`
 /// is filled in once the server is built, before it runs.
-pub fn on_state(served: Arc<OnceLock<Served>>) -> impl FnMut(State) + Send + 'static {
+pub fn on_state(
+    served: Arc<OnceLock<Served>>,
+    spares: Option<SpareSockets>,
+) -> impl FnMut(State) + Send + 'static {
     move |state| match state {
         State::Serving => {
             match activation::notify_predecessor() {
@@ -113,10 +116,15 @@ pub fn on_state(served: Arc<OnceLock<Served>>) -> impl FnMut(State) + Send + 'st
                 warn!("systemd watchdog: no thread: {e}");
             }
         }
-        State::Draining => notify(&[
-            NotifyState::Stopping,
-            NotifyState::Status("draining connections"),
-        ]),
+        State::Draining => {
+            if let Some(spares) = &spares {
+                drop(lock(spares).take());
+            }
+            notify(&[
+                NotifyState::Stopping,
+                NotifyState::Status("draining connections"),
+            ]);
+        }
         _ => {}
     }
 }
@@ -139,6 +147,37 @@ fn start_watchdog(period: Duration, stats: StatsHandle) -> std::io::Result<()> {
         .map(drop)
 }
 
+/// Second descriptors of the listening sockets (and of the metrics
+/// endpoint's), kept for a successor.
+#[derive(Debug)]
+pub struct Spares {
+    listeners: Vec<OwnedFd>,
+    metrics: Option<OwnedFd>,
+}
+
+/// The spares, shared by the restarter and the state hook, which drops
+/// them when the server starts to drain, before its loops close their own
+/// descriptors: the sockets then close, and new clients are refused, as
+/// they would be without restarts. (A successor that took over holds
+/// copies of its own.)
+pub type SpareSockets = Arc<Mutex<Option<Spares>>>;
+
+impl Spares {
+    fn copy(&self) -> std::io::Result<Spares> {
+        let listeners = (self.listeners.iter())
+            .map(|fd| fd.try_clone())
+            .collect::<Result<_, _>>()?;
+        let metrics = self.metrics.as_ref().map(OwnedFd::try_clone).transpose()?;
+        Ok(Spares { listeners, metrics })
+    }
+}
+
+/// Locks the spares; a panic elsewhere while they were locked left them
+/// whole (they are only taken or copied).
+fn lock(spares: &SpareSockets) -> std::sync::MutexGuard<'_, Option<Spares>> {
+    spares.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Restarts on request: a successor is started with every listening
 /// socket, and once it serves, this server hands over and drains.
 #[derive(Debug)]
@@ -146,6 +185,7 @@ pub struct Restarter {
     program: PathBuf,
     args: Vec<OsString>,
     requests: Receiver<&'static str>,
+    spares: SpareSockets,
 }
 
 impl Restarter {
@@ -172,9 +212,16 @@ impl Restarter {
                 program,
                 args,
                 requests,
+                spares: Arc::default(),
             },
             hook,
         ))
+    }
+
+    /// Where the descriptors kept for a successor are, for
+    /// [`on_state`] to drop them at a drain.
+    pub fn spares(&self) -> SpareSockets {
+        Arc::clone(&self.spares)
     }
 
     /// Serves restart requests on a thread of its own, with second
@@ -186,21 +233,17 @@ impl Restarter {
         metrics: Option<(OwnedFd, Arc<AtomicBool>)>,
         server: ShutdownHandle,
     ) -> std::io::Result<()> {
+        let (metrics, stop_metrics) = metrics.unzip();
+        *lock(&self.spares) = Some(Spares { listeners, metrics });
         std::thread::Builder::new()
             .name("evloop-restart".into())
-            .spawn(move || self.run(&listeners, metrics, &server))
+            .spawn(move || self.run(stop_metrics, &server))
             .map(drop)
     }
 
-    fn run(
-        self,
-        listeners: &[OwnedFd],
-        metrics: Option<(OwnedFd, Arc<AtomicBool>)>,
-        server: &ShutdownHandle,
-    ) {
-        let (metrics_fd, stop_metrics) = metrics.unzip();
+    fn run(self, stop_metrics: Option<Arc<AtomicBool>>, server: &ShutdownHandle) {
         while let Ok(signal) = self.requests.recv() {
-            if self.restart(signal, listeners, metrics_fd.as_ref()) {
+            if self.restart(signal) {
                 // The successor answers scrapes from now on.
                 if let Some(stop) = &stop_metrics {
                     stop.store(true, Ordering::Release);
@@ -217,15 +260,34 @@ impl Restarter {
     }
 
     /// Starts a successor and waits for it to serve; says whether it does.
-    fn restart(&self, signal: &str, listeners: &[OwnedFd], metrics: Option<&OwnedFd>) -> bool {
+    fn restart(&self, signal: &str) -> bool {
         let program = self.program.display();
-        let mut fds: Vec<_> = listeners.iter().map(AsFd::as_fd).collect();
+        // Copies, so that the state hook never waits for a restart to
+        // drop the spares.
+        let copies = match lock(&self.spares).as_ref().map(Spares::copy) {
+            Some(Ok(copies)) => copies,
+            Some(Err(e)) => {
+                error!("{signal}: restart failed: {e}; still serving");
+                return false;
+            }
+            None => {
+                warn!("{signal}: draining: no restart");
+                return false;
+            }
+        };
+        let mut fds: Vec<_> = copies.listeners.iter().map(AsFd::as_fd).collect();
         let mut names = vec![LISTENER_NAME; fds.len()];
-        if let Some(metrics) = metrics {
+        if let Some(metrics) = &copies.metrics {
             fds.push(metrics.as_fd());
             names.push(METRICS_NAME);
         }
-        let successor = match activation::spawn_successor(&self.program, &self.args, &fds, &names) {
+        let spawned = activation::spawn_successor(&self.program, &self.args, &fds, &names);
+        // The copies close here: only the successor and the spares hold
+        // the sockets now.
+        let handed = fds.len();
+        drop(fds);
+        drop(copies);
+        let successor = match spawned {
             Ok(successor) => successor,
             Err(e) => {
                 error!("{signal}: restart failed: starting {program}: {e}; still serving");
@@ -236,7 +298,7 @@ impl Restarter {
         info!(
             pid,
             "{signal}: started {program} (pid {pid}) with {} listening sockets; waiting for it to serve",
-            fds.len()
+            handed
         );
         match successor.wait_ready(SUCCESSOR_START_LIMIT) {
             Ok(Start::Ready) => {

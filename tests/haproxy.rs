@@ -24,7 +24,13 @@ fn haproxy_routes_around_a_killed_instance_and_passes_the_client_address() {
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/haproxy/scale-out.sh");
     let output = Command::new("timeout")
-        .args(["--kill-after=5", "120", "bash", script, env!("CARGO_BIN_EXE_evloop")])
+        .args([
+            "--kill-after=5",
+            "120",
+            "bash",
+            script,
+            env!("CARGO_BIN_EXE_evloop"),
+        ])
         .env_remove("EVLOOP_IO")
         .output()
         .expect("run the script");

@@ -160,6 +160,7 @@ held=$(metric "${metrics[2]}" evloop_connections_open)
 before1=$(metric "${metrics[1]}" evloop_bytes_received_total)
 before3=$(metric "${metrics[3]}" evloop_bytes_received_total)
 kill -KILL "${instance_pid[2]}"
+wait "${instance_pid[2]}" 2>/dev/null || true
 echo "killed e2 (pid ${instance_pid[2]}) while it held $held of the 60 connections"
 wait_status evloop_echo e2 DOWN
 echo "haproxy: e2 is DOWN"

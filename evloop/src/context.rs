@@ -50,8 +50,11 @@ pub struct Context<'a> {
     pub(crate) core: &'a mut Core,
     pub(crate) clock: &'a Clock,
     pub(crate) id: ConnId,
-    /// The peer `accept` reported, during `on_open`.
-    pub(crate) accepted_peer: Option<&'a Address>,
+    /// The peer when it is known without asking the kernel: as `accept`
+    /// reported it, during `on_open`; or as a layer learned it (the client
+    /// a PROXY protocol header named), in every call of the handler it
+    /// wraps.
+    pub(crate) known_peer: Option<&'a Address>,
 }
 
 impl fmt::Debug for Context<'_> {
@@ -128,15 +131,23 @@ impl Context<'_> {
     /// [`on_open`](crate::Handler::on_open) it is the address `accept`
     /// reported; later calls ask the kernel (`getpeername`), so a handler
     /// that needs it often keeps the copy it got when opened.
+    ///
+    /// Behind the [PROXY protocol](crate::proxy) it is the client the
+    /// header named, in every call (no system call), and the address the
+    /// service was opened with: the proxy's own address is not seen. For a
+    /// header that names no client (`LOCAL`, `UNKNOWN`) it is the real
+    /// peer, the proxy, as above.
     pub fn peer(&self) -> io::Result<Address> {
-        match self.accepted_peer {
+        match self.known_peer {
             Some(peer) => Ok(peer.clone()),
             None => net::peer_of(self.core.socket()),
         }
     }
 
     /// The address the connection arrived on (`getsockname`): which of
-    /// several listeners, or the port chosen for port 0.
+    /// several listeners, or the port chosen for port 0. Behind the PROXY
+    /// protocol too, it is this server's own address, not the one the
+    /// client reached on the proxy (the header's destination).
     pub fn local(&self) -> io::Result<Address> {
         net::local_of(self.core.socket())
     }
@@ -147,6 +158,24 @@ impl Context<'_> {
     pub fn peer_credentials(&self) -> io::Result<Credentials> {
         let (pid, uid, gid) = net::peer_credentials(self.core.socket())?;
         Ok(Credentials { pid, uid, gid })
+    }
+
+    /// The same context for a handler wrapped by a layer, which sees
+    /// `peer` as its peer if given (else what this one sees).
+    pub(crate) fn with_peer<'b>(&'b mut self, peer: Option<&'b Address>) -> Context<'b> {
+        Context {
+            output: &mut *self.output,
+            core: &mut *self.core,
+            clock: self.clock,
+            id: self.id,
+            known_peer: peer.or(self.known_peer),
+        }
+    }
+
+    /// Whether the handler has paused its input
+    /// ([`pause_reading`](Self::pause_reading) without a resume since).
+    pub(crate) fn paused_by_handler(&self) -> bool {
+        self.core.paused_by_handler()
     }
 
     /// Calls [`Handler::on_deadline`](crate::Handler::on_deadline) once

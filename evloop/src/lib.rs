@@ -14,6 +14,7 @@
 //!   shutdown.
 //! * [`Service`] and [`Handler`] — what runs on a connection: bytes in,
 //!   bytes out. [`services`] has the ones `evloop serve` runs;
+//!   [`proxy`] puts any of them behind the PROXY protocol (v1 and v2);
 //!   [`testing`] drives one connection of any of them in memory, for tests
 //!   and fuzzers.
 //!
@@ -57,6 +58,7 @@ mod driver;
 mod error;
 mod net;
 pub mod poll;
+pub mod proxy;
 mod reactor;
 #[cfg(target_os = "linux")]
 pub mod ring;

@@ -289,6 +289,32 @@ impl ServerBuilder {
     /// anything runs ("127.0.0.1:1815: address in use"). With no address,
     /// listens on `127.0.0.1:1815`.
     pub fn build<S: Service>(self, service: S) -> io::Result<Server<S>> {
+        self.build_with(|_| service)
+    }
+
+    /// Like [`build`](Self::build), for a service that must know the
+    /// addresses bound (with the ports chosen for port 0, in the order
+    /// given): `make` gets them once every listener is bound, and returns
+    /// the service. E.g. the [PROXY protocol](crate::proxy) on some of the
+    /// listeners only:
+    ///
+    /// ```
+    /// use evloop::{Server, proxy::ProxyProtocol, services::Echo};
+    ///
+    /// let server = Server::builder()
+    ///     .listen("127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap()) // behind the proxy
+    ///     .listen("[::1]:0".parse::<std::net::SocketAddr>().unwrap())
+    ///     .build_with(|bound| {
+    ///         ProxyProtocol::builder()
+    ///             .only_on([bound[0].clone()])
+    ///             .build(Echo)
+    ///     });
+    /// # let _ = server;
+    /// ```
+    pub fn build_with<S: Service>(
+        self,
+        make: impl FnOnce(&[Address]) -> S,
+    ) -> io::Result<Server<S>> {
         let threads = self
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -368,6 +394,7 @@ impl ServerBuilder {
         } else {
             None
         };
+        let service = make(&local_addrs);
         Ok(Server {
             restart: self.restart,
             on_state: self.on_state,

@@ -591,6 +591,10 @@ impl Core {
         self.flags.set(Flags::PAUSED_HANDLER, paused);
     }
 
+    pub(crate) fn paused_by_handler(&self) -> bool {
+        self.flags.has(Flags::PAUSED_HANDLER)
+    }
+
     pub(crate) fn request_drain_notice(&mut self) {
         self.flags.set(Flags::DRAIN_NOTICE, true);
     }
@@ -740,7 +744,7 @@ impl<H: Handler> Conn<H> {
             core: &mut self.core,
             clock: env.clock,
             id,
-            accepted_peer: env.accepted_peer,
+            known_peer: env.accepted_peer,
         };
         let handler = &mut self.handler;
         contain_panic(what, || f(handler, &mut cx)).ok_or(Fate::Close(CloseReason::Error))
