@@ -1,8 +1,9 @@
 //! The signals an operator sends to `evloop serve`, sent for real with
-//! `kill`: SIGQUIT drains like SIGTERM; SIGHUP, SIGUSR1 and SIGUSR2 ask for
-//! what evloop cannot do yet (nginx: reload, reopen logs, upgrade the
-//! binary), so the server logs a line naming the signal and keeps serving.
-//! Before issue 8 all four killed the server at once, without a word.
+//! `kill`: SIGQUIT drains like SIGTERM; SIGUSR1 asks for what evloop has no
+//! use for (nginx reopens its logs), so the server logs a line naming the
+//! signal and keeps serving; SIGHUP and SIGUSR2 restart it (tests/restart.rs),
+//! but not while it drains. Before issue 8 all four killed the server at
+//! once, without a word.
 
 mod common;
 #[path = "../evloop/tests/support/mod.rs"]
@@ -55,10 +56,38 @@ fn logs_and_keeps_serving(io: Io, signal: &str, says: &str) {
     );
 }
 
-per_driver!(sighup_logs_nothing_to_reload_and_keeps_serving);
-/// nginx reloads its configuration on SIGHUP; evloop has none to reload.
-fn sighup_logs_nothing_to_reload_and_keeps_serving(io: Io) {
-    logs_and_keeps_serving(io, "HUP", "nothing to reload (not supported yet)");
+/// Sends SIG`signal`, a restart request, to a draining server with an open
+/// connection: nothing restarts, the log says why, the connection is still
+/// served, and the signal is no second shutdown request (exit 0).
+#[track_caller]
+fn no_restart_while_draining(io: Io, signal: &str) {
+    let _machine = shared_machine();
+    let mut serve = ServerProcess::start(io, &["echo", "--threads", "2"]);
+    let mut open = connect(serve.addr);
+    round_trip(&mut open, b"before the drain");
+    serve.signal("TERM");
+    serve.wait_for_line("draining connections");
+    serve.signal(signal);
+    serve.wait_for_line(&format!("SIG{signal} received: restart requested"));
+    serve.wait_for_line(&format!("SIG{signal}: draining: no restart"));
+    round_trip(&mut open, b"still served while draining");
+    drop(open);
+    let status = serve.wait_exit();
+    assert_eq!(status.code(), Some(0), "{status}\n{}", serve.log_text());
+    assert_eq!(serve.count_log("started"), 0, "{}", serve.log_text());
+    assert_eq!(
+        serve.count_log("second shutdown request"),
+        0,
+        "{}",
+        serve.log_text()
+    );
+}
+
+per_driver!(sighup_while_draining_does_not_restart);
+/// SIGHUP restarts a serving server (tests/restart.rs); a draining one
+/// finishes its drain.
+fn sighup_while_draining_does_not_restart(io: Io) {
+    no_restart_while_draining(io, "HUP");
 }
 
 per_driver!(sigusr1_logs_nothing_to_reopen_and_keeps_serving);
@@ -67,10 +96,10 @@ fn sigusr1_logs_nothing_to_reopen_and_keeps_serving(io: Io) {
     logs_and_keeps_serving(io, "USR1", "nothing to reopen (evloop opens no log files)");
 }
 
-per_driver!(sigusr2_logs_no_binary_upgrade_and_keeps_serving);
-/// nginx upgrades its binary on SIGUSR2; evloop cannot yet.
-fn sigusr2_logs_no_binary_upgrade_and_keeps_serving(io: Io) {
-    logs_and_keeps_serving(io, "USR2", "no binary upgrade (not supported yet)");
+per_driver!(sigusr2_while_draining_does_not_restart);
+/// SIGUSR2, like SIGHUP.
+fn sigusr2_while_draining_does_not_restart(io: Io) {
+    no_restart_while_draining(io, "USR2");
 }
 
 per_driver!(sigquit_drains_every_stream);

@@ -251,8 +251,9 @@ impl ServerBuilder {
     }
 
     /// Whether [`Server::run`] handles SIGINT, SIGTERM and SIGQUIT (first:
-    /// graceful shutdown; second: cut connections now) and SIGHUP, SIGUSR1
-    /// and SIGUSR2 (logged; the server keeps serving): see
+    /// graceful shutdown; second: cut connections now), SIGHUP and SIGUSR2
+    /// (the [restart hook](Self::on_restart_signal), else logged) and SIGUSR1
+    /// (logged; the server keeps serving): see
     /// [`Server`'s docs](Server#signals). No other signal is touched.
     /// The handlers are installed by [`build`](Self::build), so a signal that
     /// arrives before `run` is acted on when it starts; once no server in
@@ -512,9 +513,9 @@ fn place_inherited(
 /// | signal | what the server does |
 /// |---|---|
 /// | SIGINT, SIGTERM, SIGQUIT | a shutdown request (above) |
-/// | SIGHUP | nginx reloads its configuration; nothing to reload yet: logs that and keeps serving |
+/// | SIGHUP | nginx reloads its configuration; runs the [restart hook](ServerBuilder::on_restart_signal) (without one: logs that and keeps serving) |
 /// | SIGUSR1 | nginx reopens its log files; evloop opens none (the program logs to standard error): logs that and keeps serving |
-/// | SIGUSR2 | nginx upgrades its binary; not supported yet: logs that and keeps serving |
+/// | SIGUSR2 | nginx upgrades its binary; as SIGHUP |
 ///
 /// The handlers only write a byte to a pipe per signal, which the control
 /// thread watches. Once no server in the process handles signals (every
