@@ -345,10 +345,19 @@ fn the_metrics_endpoint_moves_to_the_successor() {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|addr| addr.parse().ok())
         .unwrap_or_else(|| panic!("{line}"));
-    assert!(get(metrics, "/ready").starts_with("HTTP/1.1 200"));
+    // Ready once the loops run, a moment after the listening lines.
+    let ready = || {
+        let deadline = Instant::now() + LIMIT;
+        while !get(metrics, "/ready").starts_with("HTTP/1.1 200") {
+            assert!(Instant::now() < deadline, "never ready");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    ready();
     server.signal("USR2");
     let successor = Successor::handed_over_to(&mut server, 1);
     assert!(server.wait_exit().success(), "{}", server.log.join("\n"));
+    // The successor serves (it said so before the hand-over): ready at once.
     assert!(get(metrics, "/ready").starts_with("HTTP/1.1 200"));
     assert!(get(metrics, "/metrics").contains("evloop_connections_accepted_total"));
     successor.stop();
