@@ -129,19 +129,43 @@ pub fn on_state(
     }
 }
 
-/// Pings systemd's watchdog (`WATCHDOG=1`) at half its period, with a
-/// status line of open connections, until the server stops.
+/// Tells systemd's watchdog (`WATCHDOG=1`) at half its period that every
+/// loop turns, with a status line of open connections, until the server
+/// stops. Each period it pings the loops and looks whether each answered:
+/// if one did not (a handler that never returns, say), systemd is not told,
+/// and restarts the service once `WatchdogSec=` passes.
 fn start_watchdog(period: Duration, stats: StatsHandle) -> std::io::Result<()> {
     let interval = period / 2;
-    info!("systemd watchdog: pinging every {interval:?}");
+    info!("systemd watchdog: every {interval:?} once every loop answers");
     std::thread::Builder::new()
         .name("evloop-watchdog".into())
         .spawn(move || {
-            while stats.state() != State::Stopped {
-                let open: u64 = stats.loops().iter().map(|l| l.open).sum();
-                let status = format!("{}: {open} connections open", stats.state().name());
-                notify(&[NotifyState::Watchdog, NotifyState::Status(&status)]);
+            let answered = |stats: &StatsHandle| -> Vec<u64> {
+                stats.loops().iter().map(|l| l.answered).collect()
+            };
+            let mut before = answered(&stats);
+            stats.ping();
+            loop {
                 std::thread::sleep(interval);
+                if stats.state() == State::Stopped {
+                    return;
+                }
+                let now = answered(&stats);
+                let stuck: Vec<usize> = (before.iter().zip(&now).enumerate())
+                    .filter(|(_, (then, now))| now <= then)
+                    .map(|(i, _)| i)
+                    .collect();
+                if stuck.is_empty() {
+                    let open: u64 = stats.loops().iter().map(|l| l.open).sum();
+                    let status = format!("{}: {open} connections open", stats.state().name());
+                    notify(&[NotifyState::Watchdog, NotifyState::Status(&status)]);
+                    before = now;
+                    stats.ping();
+                } else {
+                    warn!(
+                        "systemd watchdog: loops {stuck:?} did not answer within {interval:?}; not telling systemd all is well"
+                    );
+                }
             }
         })
         .map(drop)

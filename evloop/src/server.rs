@@ -4,8 +4,8 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -593,6 +593,8 @@ struct Control {
     hand_over: AtomicBool,
     /// Loops whose I/O is set up, about to run.
     started: AtomicUsize,
+    /// What the loops share (their mailboxes), once they run.
+    shared: OnceLock<Arc<Shared>>,
 }
 
 impl Control {
@@ -608,6 +610,7 @@ impl Control {
             state: AtomicU8::new(State::Bound as u8),
             hand_over: AtomicBool::new(false),
             started: AtomicUsize::new(0),
+            shared: OnceLock::new(),
         })
     }
 
@@ -715,6 +718,16 @@ impl StatsHandle {
     pub fn state(&self) -> State {
         State::from_u8(self.control.state.load(Ordering::Acquire))
     }
+
+    /// Asks every running loop to show that it turns: each counts an
+    /// answer in [`LoopStats::answered`] on its next turn, however idle
+    /// (the request wakes it). A health check pings, waits, and sees
+    /// whether every loop's count moved. Does nothing unless the loops run.
+    pub fn ping(&self) {
+        if let Some(shared) = self.control.shared.get() {
+            broadcast(shared, || Command::Ping);
+        }
+    }
 }
 
 /// What a server did, loop by loop.
@@ -815,6 +828,7 @@ impl<S: Service> Server<S> {
             Chosen::Uring(_) => Seed::Ring(ring),
         };
         let (shared, joins) = spawn_loops(service, listeners, config, handoff, seed, &control)?;
+        let _ = control.shared.set(Arc::clone(&shared));
         let mut enter = |state: State| {
             control.set_state(state);
             if let Some(hook) = on_state.as_mut() {

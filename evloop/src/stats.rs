@@ -150,6 +150,8 @@ pub(crate) struct LiveCounters {
     /// Gauge: bytes the loop's connections hold in their buffers, as last
     /// published (once per turn).
     pub(crate) buffered: Counter,
+    /// Pings answered ([`StatsHandle::ping`](crate::StatsHandle::ping)).
+    pub(crate) answered: Counter,
 }
 
 impl LiveCounters {
@@ -179,6 +181,7 @@ impl LiveCounters {
             counters,
             paused: self.paused.get(),
             buffered: self.buffered.get(),
+            answered: self.answered.get(),
         }
     }
 }
@@ -198,4 +201,8 @@ pub struct LoopStats {
     pub paused: u64,
     /// Bytes the loop's connections hold in their buffers (capacity).
     pub buffered: u64,
+    /// Pings the loop has answered ([`StatsHandle::ping`](crate::StatsHandle::ping)):
+    /// a loop that stops answering is stuck (a handler that never
+    /// returns, say), whatever its other counters say.
+    pub answered: u64,
 }

@@ -9,13 +9,17 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use evloop::services::Echo;
-use evloop::{Balance, CloseReason, Driver, LoopStats, State};
+use evloop::{Action, Balance, CloseReason, Context, Driver, Handler, Input, LoopStats, State};
 use support::{builder, connect, per_balance_and_driver, run, shared_machine, wait_until};
 
 per_balance_and_driver!(
     stats_follow_connections_and_bytes_while_serving,
     stats_count_connections_paused_by_backpressure,
+    a_loop_stuck_in_a_handler_does_not_answer_pings,
 );
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -114,5 +118,55 @@ fn stats_count_connections_paused_by_backpressure(balance: Balance, driver: Driv
         let now = total(&stats.loops());
         now.open == 0 && now.paused == 0 && now.buffered == 0
     });
+    server.stop();
+}
+
+/// A handler that blocks its loop on its first read until released: a
+/// stand-in for a bug that wedges a loop.
+#[derive(Clone)]
+struct Wedge(Arc<AtomicBool>);
+
+impl Handler for Wedge {
+    fn on_data(&mut self, input: &mut Input<'_>, _cx: &mut Context<'_>) -> Action {
+        while !self.0.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        input.consume_all();
+        Action::Continue
+    }
+}
+
+/// Idle loops answer pings (a ping wakes them); a loop stuck in a handler
+/// does not until the handler returns, which is what a watchdog looks for.
+fn a_loop_stuck_in_a_handler_does_not_answer_pings(balance: Balance, driver: Driver) {
+    let _machine = shared_machine();
+    let release = Arc::new(AtomicBool::new(false));
+    let server = builder(driver)
+        .listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .threads(1)
+        .balance(balance)
+        .build(Wedge(Arc::clone(&release)))
+        .unwrap();
+    let stats = server.stats();
+    let server = run(server);
+    wait_until("the server to serve", LIMIT, || {
+        stats.state() == State::Serving
+    });
+    let answered = || stats.loops()[0].answered;
+    stats.ping();
+    wait_until("an idle loop to answer", LIMIT, || answered() == 1);
+
+    let mut client = connect(server.addr);
+    client.write_all(b"wedge").unwrap();
+    wait_until("the loop to read", LIMIT, || {
+        stats.loops()[0].counters.bytes_in == 5
+    });
+    stats.ping();
+    // A negative, so a bounded look: the stuck loop answers nothing.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(answered(), 1, "a wedged loop answered");
+    release.store(true, Ordering::Release);
+    wait_until("the loop to answer once free", LIMIT, || answered() == 2);
+    drop(client);
     server.stop();
 }

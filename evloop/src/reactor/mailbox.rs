@@ -22,6 +22,8 @@ pub(crate) enum Command {
     Shutdown,
     /// Close every connection now.
     ForceClose,
+    /// Show that the loop turns: count an answer.
+    Ping,
 }
 
 /// What wakes a loop from its wait: the poller's waker, or an eventfd its

@@ -428,6 +428,7 @@ impl<S: Service> Reactor<S> {
                 Ok(Command::Adopt(fd, peer)) => self.adopt(fd, peer),
                 Ok(Command::Shutdown) => self.begin_shutdown(),
                 Ok(Command::ForceClose) => self.force_close(),
+                Ok(Command::Ping) => self.counters.answered.add(1),
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
                     self.mailbox_pending = false;
                     return;
