@@ -28,6 +28,11 @@ use tracing::{debug, error, info, warn};
 /// How long a successor has to serve before it is given up (and killed).
 const SUCCESSOR_START_LIMIT: Duration = Duration::from_secs(60);
 
+/// Set once a successor has taken over: systemd knows it as the service's
+/// main process from then on (`MAINPID=`), and would refuse this one's
+/// notifications.
+static HANDED_OVER: AtomicBool = AtomicBool::new(false);
+
 /// The name under which the service's listening sockets are passed to a
 /// successor.
 const LISTENER_NAME: &str = "evloop";
@@ -120,10 +125,12 @@ pub fn on_state(
             if let Some(spares) = &spares {
                 drop(lock(spares).take());
             }
-            notify(&[
-                NotifyState::Stopping,
-                NotifyState::Status("draining connections"),
-            ]);
+            if !HANDED_OVER.load(Ordering::Acquire) {
+                notify(&[
+                    NotifyState::Stopping,
+                    NotifyState::Status("draining connections"),
+                ]);
+            }
         }
         _ => {}
     }
@@ -331,6 +338,7 @@ impl Restarter {
                     NotifyState::MainPid(pid),
                     NotifyState::Status(&format!("handed over to pid {pid}")),
                 ]);
+                HANDED_OVER.store(true, Ordering::Release);
                 true
             }
             Ok(Start::Failed(status)) => {

@@ -99,6 +99,15 @@ impl NotifySocket {
         }
     }
 
+    /// Reads every message already sent (the sender has exited).
+    fn drain(&mut self) {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = self.socket.recv(&mut buf) {
+            self.messages
+                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+
     /// How many lines so far start with `prefix`.
     fn count(&self, prefix: &str) -> usize {
         (self.messages.iter().flat_map(|m| m.lines()))
@@ -253,7 +262,11 @@ fn a_restart_under_socket_activation_tells_systemd_the_new_main_pid() {
     }
     let dir = TempDir::new("activation-restart");
     let mut notify = NotifySocket::bind(&dir.0);
-    let mut activated = Activated::start(&dir.0, &notify, &[]);
+    // The watchdog is another process's (pid 1): the first evloop must not
+    // ping it, and its successor, which systemd will know by MAINPID=,
+    // must not inherit WATCHDOG_PID, so it pings.
+    let watchdog = ["WATCHDOG_USEC=200000", "WATCHDOG_PID=1"];
+    let mut activated = Activated::start(&dir.0, &notify, &watchdog);
     let mut client = activated.connect();
     assert_echoes(&mut client, b"before\n");
     notify.wait_for("READY=1");
@@ -262,10 +275,22 @@ fn a_restart_under_socket_activation_tells_systemd_the_new_main_pid() {
     let main_pid = notify.wait_for("MAINPID=");
     let successor: i32 = main_pid["MAINPID=".len()..].parse().unwrap();
     assert_ne!(successor as u32, activated.child.id());
+    notify.wait_for("WATCHDOG=1");
     // The old process drains: the connection it holds still echoes.
     assert_echoes(&mut client, b"during the drain\n");
     drop(client);
     assert!(activated.wait_exit().success());
+    // The old process said nothing after MAINPID=: systemd would refuse it.
+    notify.drain();
+    let after_handover = notify
+        .messages
+        .iter()
+        .skip_while(|m| !m.contains("MAINPID="));
+    assert!(
+        after_handover.skip(1).all(|m| !m.contains("STOPPING=1")),
+        "{:?}",
+        notify.messages
+    );
 
     let mut after = activated.connect();
     assert_echoes(&mut after, b"served by the successor\n");

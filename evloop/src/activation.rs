@@ -29,8 +29,18 @@ use std::time::{Duration, Instant};
 /// The first descriptor the protocol passes (`SD_LISTEN_FDS_START`).
 const FIRST_FD: RawFd = 3;
 
-/// The variables of the protocol, which a successor gets afresh.
-const PROTOCOL_VARIABLES: [&str; 4] = ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", READY_FD];
+/// The variables a successor gets afresh or not at all: the protocol's,
+/// and `WATCHDOG_PID`, which names the process systemd's watchdog watches
+/// (the predecessor, until the successor's `MAINPID=`): without it, the
+/// successor takes `WATCHDOG_USEC` as its own, as `sd_watchdog_enabled(3)`
+/// says, and pings in its turn.
+const PROTOCOL_VARIABLES: [&str; 5] = [
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    READY_FD,
+    "WATCHDOG_PID",
+];
 
 /// Set once the inherited descriptors have been taken: each becomes an
 /// [`OwnedFd`] exactly once.
