@@ -99,10 +99,14 @@ impl NotifySocket {
         }
     }
 
-    /// Reads every message already sent (the sender has exited).
+    /// Reads the messages already sent (by a sender that has exited; a
+    /// successor's watchdog pings may go on, hence the bound).
     fn drain(&mut self) {
         let mut buf = [0u8; 4096];
-        while let Ok(n) = self.socket.recv(&mut buf) {
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < deadline
+            && let Ok(n) = self.socket.recv(&mut buf)
+        {
             self.messages
                 .push(String::from_utf8_lossy(&buf[..n]).into_owned());
         }
