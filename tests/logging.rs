@@ -8,19 +8,10 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Io, LIMIT, ServerProcess, Stderr, per_driver};
+use common::{Io, LIMIT, ServerProcess, Stderr, connect, per_driver};
 
 /// Clients in the tests where the log is closed.
 const CLIENTS: usize = 30;
-
-/// A connection whose reads and writes give up after [`LIMIT`].
-#[track_caller]
-fn connect(addr: SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(LIMIT)).unwrap();
-    stream.set_write_timeout(Some(LIMIT)).unwrap();
-    stream
-}
 
 /// Sends `data`, half-closes, and reads until the server closes: what the
 /// log service does for a whole connection. Returns how long it took.

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Io, LIMIT, ServerProcess, installed, per_driver};
+use common::{Io, LIMIT, ServerProcess, TempDir, connect, installed, per_driver};
 
 /// How long the endpoint gives a client to send its request (the
 /// program's own limit).
@@ -192,15 +192,6 @@ fn assert_loops_sum_to_totals(scrape: &Scrape) -> usize {
         assert_eq!(scrape.get(total), *sum, "{total}:\n{}", scrape.text);
     }
     sums.len()
-}
-
-/// A connection to the service whose reads and writes give up after [`LIMIT`].
-#[track_caller]
-fn connect(addr: SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect(addr).expect("connect to the service");
-    stream.set_read_timeout(Some(LIMIT)).unwrap();
-    stream.set_write_timeout(Some(LIMIT)).unwrap();
-    stream
 }
 
 // ---- the scrape after traffic --------------------------------------------------
@@ -556,25 +547,6 @@ fn promtool_accepts_a_scrape(io: Io) {
         "promtool check metrics: {}: {said}\nthe scrape:\n{text}",
         output.status
     );
-}
-
-/// A directory of the test's own, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(test: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("evloop-metrics-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A Prometheus server of the test's own, scraping one target every

@@ -15,78 +15,31 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{Io, LIMIT, ServerProcess};
+use common::{Io, LIMIT, OtherProcess, ServerProcess};
 
 /// Client threads of the load.
 const CLIENTS: usize = 4;
 /// Successful connections the load makes between two steps of a test.
 const STEP: u64 = 1_500;
 
-/// A process this test did not spawn (a successor), known by its PID;
-/// killed when dropped unless it is gone already.
-struct Successor(u32);
-
-impl Successor {
-    /// The successor the `nth` (from 1) hand-over line of the log names.
-    #[track_caller]
-    fn handed_over_to(server: &mut ServerProcess, nth: usize) -> Successor {
-        const HANDOVER: &str = "serves; handing over";
-        server.wait_for_log("the hand-over", |lines| {
-            lines.iter().filter(|l| l.contains(HANDOVER)).count() >= nth
-        });
-        let line = server
-            .log
-            .iter()
-            .filter(|l| l.contains(HANDOVER))
-            .nth(nth - 1)
-            .unwrap();
-        let pid = line
-            .split("pid ")
-            .nth(1)
-            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|pid| pid.parse().ok())
-            .unwrap_or_else(|| panic!("no pid in {line:?}"));
-        Successor(pid)
-    }
-
-    fn pid(&self) -> rustix::process::Pid {
-        rustix::process::Pid::from_raw(self.0 as i32).unwrap()
-    }
-
-    /// Whether it runs (not gone, not a zombie).
-    fn alive(&self) -> bool {
-        rustix::process::test_kill_process(self.pid()).is_ok()
-            && !std::fs::read_to_string(format!("/proc/{}/stat", self.0))
-                .is_ok_and(|stat| stat.contains(") Z "))
-    }
-
-    fn signal(&self, signal: rustix::process::Signal) {
-        let _ = rustix::process::kill_process(self.pid(), signal);
-    }
-
-    /// Waits until it has exited.
-    #[track_caller]
-    fn wait_exit(&self) {
-        let deadline = Instant::now() + LIMIT;
-        while self.alive() {
-            assert!(Instant::now() < deadline, "pid {} did not exit", self.0);
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Stops it with SIGTERM and waits until it is gone.
-    fn stop(self) {
-        self.signal(rustix::process::Signal::TERM);
-        self.wait_exit();
-    }
-}
-
-impl Drop for Successor {
-    fn drop(&mut self) {
-        if self.alive() {
-            self.signal(rustix::process::Signal::KILL);
-        }
-    }
+/// The successor the `nth` (from 1) hand-over line of the log names.
+#[track_caller]
+fn handed_over_to(server: &mut ServerProcess, nth: usize) -> OtherProcess {
+    const HANDOVER: &str = "serves; handing over";
+    server.wait_for_log("the hand-over", |lines| {
+        lines.iter().filter(|l| l.contains(HANDOVER)).count() >= nth
+    });
+    let line = (server.log.iter())
+        .filter(|l| l.contains(HANDOVER))
+        .nth(nth - 1)
+        .unwrap();
+    let pid = line
+        .split("pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {line:?}"));
+    OtherProcess(pid)
 }
 
 /// What the load's connections met.
@@ -219,12 +172,12 @@ fn restarts_under_load_lose_no_connection(io: Io, balance: &str, signal: &str) {
     let load = Load::start(server.addr);
     load.run_for(STEP);
     server.signal(signal);
-    let first = Successor::handed_over_to(&mut server, 1);
+    let first = handed_over_to(&mut server, 1);
     assert!(server.wait_exit().success(), "{}", server.log.join("\n"));
     load.run_for(STEP);
     // Its log comes through the same pipe.
     first.signal(rustix::process::Signal::USR2);
-    let second = Successor::handed_over_to(&mut server, 2);
+    let second = handed_over_to(&mut server, 2);
     first.wait_exit();
     load.run_for(STEP);
     let (tally, rate) = load.finish();
@@ -315,7 +268,7 @@ fn a_failed_restart_keeps_serving_and_an_upgrade_runs_the_new_binary() {
 
     install(std::path::Path::new(env!("CARGO_BIN_EXE_evloop")), &program);
     server.signal("USR2");
-    let upgraded = Successor::handed_over_to(&mut server, 1);
+    let upgraded = handed_over_to(&mut server, 1);
     assert!(server.wait_exit().success());
     let exe = std::fs::read_link(format!("/proc/{}/exe", upgraded.0)).unwrap();
     assert_eq!(
@@ -355,7 +308,7 @@ fn the_metrics_endpoint_moves_to_the_successor() {
     };
     ready();
     server.signal("USR2");
-    let successor = Successor::handed_over_to(&mut server, 1);
+    let successor = handed_over_to(&mut server, 1);
     assert!(server.wait_exit().success(), "{}", server.log.join("\n"));
     // The successor serves (it said so before the hand-over): ready at once.
     assert!(get(metrics, "/ready").starts_with("HTTP/1.1 200"));

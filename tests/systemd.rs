@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::LIMIT;
+use common::{LIMIT, OtherProcess, TempDir};
 
 /// Whether the tool is here; panics if it must be and is not.
 fn socket_activate_available() -> bool {
@@ -30,24 +30,6 @@ fn socket_activate_available() -> bool {
     );
     eprintln!("skipped: systemd-socket-activate is missing (Debian package systemd)");
     false
-}
-
-/// A directory of the test's own, removed at the end.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("evloop-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// The notifications evloop sends, as systemd would receive them.
@@ -302,14 +284,5 @@ fn a_restart_under_socket_activation_tells_systemd_the_new_main_pid() {
     unix.set_read_timeout(Some(LIMIT)).unwrap();
     assert_echoes(&mut unix, b"unix, by the successor\n");
     drop((after, unix));
-    let pid = rustix::process::Pid::from_raw(successor).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-    let deadline = Instant::now() + LIMIT;
-    while rustix::process::test_kill_process(pid).is_ok()
-        && !std::fs::read_to_string(format!("/proc/{successor}/stat"))
-            .is_ok_and(|stat| stat.contains(") Z "))
-    {
-        assert!(Instant::now() < deadline, "the successor did not stop");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    OtherProcess(successor as u32).stop();
 }

@@ -524,3 +524,79 @@ pub fn pipe_through(command: &mut Command, input: &[u8]) -> Vec<u8> {
     assert!(status.success(), "{command:?}: {status}");
     output
 }
+
+// ---- small shared helpers --------------------------------------------------------
+
+/// A TCP connection whose reads and writes give up after [`LIMIT`].
+#[track_caller]
+pub fn connect(addr: SocketAddr) -> std::net::TcpStream {
+    let stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(LIMIT)).unwrap();
+    stream.set_write_timeout(Some(LIMIT)).unwrap();
+    stream
+}
+
+/// A directory of the test's own (`evloop-NAME-PID` in the temporary
+/// directory), emptied first and removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("evloop-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A process the test did not spawn (a successor started by a restart),
+/// known by its pid; killed on drop unless it is gone already.
+pub struct OtherProcess(pub u32);
+
+impl OtherProcess {
+    fn pid(&self) -> rustix::process::Pid {
+        rustix::process::Pid::from_raw(self.0 as i32).unwrap()
+    }
+
+    /// Whether it runs (not gone, not a zombie).
+    pub fn alive(&self) -> bool {
+        rustix::process::test_kill_process(self.pid()).is_ok()
+            && !std::fs::read_to_string(format!("/proc/{}/stat", self.0))
+                .is_ok_and(|stat| stat.contains(") Z "))
+    }
+
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        let _ = rustix::process::kill_process(self.pid(), signal);
+    }
+
+    /// Waits until it has exited.
+    #[track_caller]
+    pub fn wait_exit(&self) {
+        let deadline = Instant::now() + LIMIT;
+        while self.alive() {
+            assert!(Instant::now() < deadline, "pid {} did not exit", self.0);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Stops it with SIGTERM and waits until it is gone.
+    #[track_caller]
+    pub fn stop(self) {
+        self.signal(rustix::process::Signal::TERM);
+        self.wait_exit();
+    }
+}
+
+impl Drop for OtherProcess {
+    fn drop(&mut self) {
+        if self.alive() {
+            self.signal(rustix::process::Signal::KILL);
+        }
+    }
+}
