@@ -24,6 +24,24 @@ per_balance_and_driver!(
 
 const LIMIT: Duration = Duration::from_secs(20);
 
+/// `service` bound on a free loopback port with `threads` loops, not yet
+/// running, and its stats.
+fn bound<S: evloop::Service>(
+    service: S,
+    driver: Driver,
+    balance: Balance,
+    threads: usize,
+) -> (evloop::Server<S>, evloop::StatsHandle) {
+    let server = builder(driver)
+        .listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .threads(threads)
+        .balance(balance)
+        .build(service)
+        .unwrap();
+    let stats = server.stats();
+    (server, stats)
+}
+
 fn total(loops: &[LoopStats]) -> LoopStats {
     let mut sum = LoopStats::default();
     for l in loops {
@@ -40,13 +58,7 @@ fn total(loops: &[LoopStats]) -> LoopStats {
 /// state goes from bound to serving, draining and stopped.
 fn stats_follow_connections_and_bytes_while_serving(balance: Balance, driver: Driver) {
     let _machine = shared_machine();
-    let server = builder(driver)
-        .listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
-        .threads(2)
-        .balance(balance)
-        .build(Echo)
-        .unwrap();
-    let stats = server.stats();
+    let (server, stats) = bound(Echo, driver, balance, 2);
     assert_eq!(stats.state(), State::Bound);
     assert_eq!(stats.loops().len(), 2);
     let server = run(server);
@@ -85,13 +97,7 @@ fn stats_follow_connections_and_bytes_while_serving(balance: Balance, driver: Dr
 /// once they go, both fall back to zero.
 fn stats_count_connections_paused_by_backpressure(balance: Balance, driver: Driver) {
     let _machine = shared_machine();
-    let server = builder(driver)
-        .listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
-        .threads(2)
-        .balance(balance)
-        .build(Echo)
-        .unwrap();
-    let stats = server.stats();
+    let (server, stats) = bound(Echo, driver, balance, 2);
     let server = run(server);
     let mut clients: Vec<TcpStream> = (0..4).map(|_| connect(server.addr)).collect();
     for client in &clients {
@@ -141,13 +147,7 @@ impl Handler for Wedge {
 fn a_loop_stuck_in_a_handler_does_not_answer_pings(balance: Balance, driver: Driver) {
     let _machine = shared_machine();
     let release = Arc::new(AtomicBool::new(false));
-    let server = builder(driver)
-        .listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
-        .threads(1)
-        .balance(balance)
-        .build(Wedge(Arc::clone(&release)))
-        .unwrap();
-    let stats = server.stats();
+    let (server, stats) = bound(Wedge(Arc::clone(&release)), driver, balance, 1);
     let server = run(server);
     wait_until("the server to serve", LIMIT, || {
         stats.state() == State::Serving
