@@ -446,13 +446,30 @@ fn place_inherited(
     for group in groups {
         let address = group[0].local_addr().clone();
         let shared = threads > 1 && balance == Balance::ReusePort && group[0].reuses_port();
-        if shared {
+        // The kernel lets a socket join a group only under the user that
+        // made it: systemd makes its sockets as root, and a service under
+        // another user (DynamicUser=) cannot join them.
+        let joined = shared.then(|| {
+            (group.len()..threads)
+                .map(|_| net::bind_listener(&address, backlog, Share::JoinGroup, None))
+                .collect::<io::Result<Vec<_>>>()
+        });
+        let joined = match joined {
+            Some(Ok(joined)) => Some(joined),
+            Some(Err(e)) => {
+                warn!(
+                    "{address}: the loops cannot join the inherited SO_REUSEPORT group ({e}); loop 0 accepts and hands connections to the others"
+                );
+                None
+            }
+            None => None,
+        };
+        if let Some(joined) = joined {
             let given = group.len();
             for (i, listener) in group.into_iter().enumerate() {
                 listeners[i % threads].push((listener, false));
             }
-            for loop_listeners in listeners.iter_mut().skip(given) {
-                let joined = net::bind_listener(&address, backlog, Share::JoinGroup, None)?;
+            for (loop_listeners, joined) in listeners.iter_mut().skip(given).zip(joined) {
                 loop_listeners.push((joined, false));
             }
         } else {
