@@ -120,6 +120,17 @@ struct Activated {
 
 impl Activated {
     fn start(dir: &Path, notify: &NotifySocket, extra_env: &[&str]) -> Activated {
+        Activated::start_with(dir, notify, extra_env, |_, _| Vec::new())
+    }
+
+    /// Like [`start`](Self::start), with more arguments for `evloop serve
+    /// echo`, made from the TCP address and the Unix socket's path.
+    fn start_with(
+        dir: &Path,
+        notify: &NotifySocket,
+        extra_env: &[&str],
+        extra_args: impl FnOnce(SocketAddr, &Path) -> Vec<String>,
+    ) -> Activated {
         let tcp = free_port();
         let unix = dir.join("evloop.sock");
         let mut command = Command::new("systemd-socket-activate");
@@ -135,6 +146,7 @@ impl Activated {
         let child = command
             .arg(env!("CARGO_BIN_EXE_evloop"))
             .args(["serve", "echo", "--threads", "2", "--io", "epoll"])
+            .args(extra_args(tcp, &unix))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -285,4 +297,38 @@ fn a_restart_under_socket_activation_tells_systemd_the_new_main_pid() {
     assert_echoes(&mut unix, b"unix, by the successor\n");
     drop((after, unix));
     OtherProcess(successor as u32).stop();
+}
+
+/// The listeners keep the order `--listen` gives them, whatever order
+/// systemd passes its sockets in: `--proxy-protocol-on` names the TCP one,
+/// listed second here though systemd passes it first, and only it expects
+/// a header (the Unix one echoes the header's bytes as data).
+#[test]
+fn the_proxy_protocol_goes_on_the_listener_named_whatever_order_systemd_passes() {
+    if !socket_activate_available() {
+        return;
+    }
+    let dir = TempDir::new("activation-order");
+    let notify = NotifySocket::bind(&dir.0);
+    let activated = Activated::start_with(&dir.0, &notify, &[], |tcp, unix| {
+        let unix = format!("unix:{}", unix.display());
+        let tcp = tcp.to_string();
+        [
+            "--listen",
+            &unix,
+            "--listen",
+            &tcp,
+            "--proxy-protocol-on",
+            &tcp,
+        ]
+        .map(String::from)
+        .to_vec()
+    });
+    let header = b"PROXY TCP4 203.0.113.7 198.51.100.2 4242 443\r\n";
+    let mut tcp = activated.connect();
+    tcp.write_all(header).unwrap();
+    assert_echoes(&mut tcp, b"behind the proxy\n");
+    let mut unix = UnixStream::connect(&activated.unix).unwrap();
+    unix.set_read_timeout(Some(LIMIT)).unwrap();
+    assert_echoes(&mut unix, header);
 }

@@ -132,9 +132,11 @@ impl ServerBuilder {
     /// [`build`](Self::build) to be a listening stream socket.
     ///
     /// An address also given to [`listen`](Self::listen) is served by the
-    /// inherited socket instead of being bound again; a listed port 0 is
-    /// satisfied by an inherited socket on the same IP address, whatever
-    /// its port (the port a predecessor's port 0 chose).
+    /// inherited socket instead of being bound again, in that address's
+    /// place among [`Server::local_addrs`] (inherited sockets no address
+    /// names come after the listed ones); a listed port 0 is satisfied by an
+    /// inherited socket on the same IP address, whatever its port (the port
+    /// a predecessor's port 0 chose).
     ///
     /// Several descriptors for one address (an `SO_REUSEPORT` group handed
     /// over whole) are spread over the loops. With
@@ -341,14 +343,16 @@ impl ServerBuilder {
                 ));
             }
         }
-        let inherited = inherit(self.inherited)?;
+        let mut inherited = inherit(self.inherited)?;
         for addr in addrs {
             // Handed a socket for this address (a restart hands over the
-            // port a predecessor's port 0 chose): that one serves it.
-            if inherited
-                .iter()
-                .any(|group| group[0].local_addr().satisfies(&addr))
-            {
+            // port a predecessor's port 0 chose): that one serves it, in
+            // the address's place, so that the order of the addresses
+            // (`local_addrs`, what `build_with` sees) is the order given.
+            if let Some(i) = (inherited.iter()).position(|g| g[0].local_addr().satisfies(&addr)) {
+                let group = inherited.remove(i);
+                let address = place_inherited(group, &mut listeners, self.balance, self.backlog)?;
+                local_addrs.push(address);
                 continue;
             }
             // A Unix socket cannot be shared (no SO_REUSEPORT): loop 0
@@ -373,13 +377,11 @@ impl ServerBuilder {
             }
             local_addrs.push(bound);
         }
-        place_inherited(
-            inherited,
-            &mut listeners,
-            &mut local_addrs,
-            self.balance,
-            self.backlog,
-        )?;
+        // Then the inherited sockets no address asked for, in the order given.
+        for group in inherited {
+            let address = place_inherited(group, &mut listeners, self.balance, self.backlog)?;
+            local_addrs.push(address);
+        }
         let handoff = listeners[0].iter().any(|&(_, handoff)| handoff);
         let (driver, fallback) = driver::choose(self.driver)?;
         match fallback {
@@ -434,52 +436,49 @@ fn inherit(fds: Vec<OwnedFd>) -> io::Result<Vec<Vec<net::Listener>>> {
     Ok(groups)
 }
 
-/// Gives the loops the inherited listeners (see [`ServerBuilder::listen_fd`]).
+/// Gives the loops an inherited group of listeners for one address (see
+/// [`ServerBuilder::listen_fd`]); returns the address.
 fn place_inherited(
-    groups: Vec<Vec<net::Listener>>,
+    group: Vec<net::Listener>,
     listeners: &mut [Vec<(net::Listener, bool)>],
-    local_addrs: &mut Vec<Address>,
     balance: Balance,
     backlog: i32,
-) -> io::Result<()> {
+) -> io::Result<Address> {
     let threads = listeners.len();
-    for group in groups {
-        let address = group[0].local_addr().clone();
-        let shared = threads > 1 && balance == Balance::ReusePort && group[0].reuses_port();
-        // The kernel lets a socket join a group only under the user that
-        // made it: systemd makes its sockets as root, and a service under
-        // another user (DynamicUser=) cannot join them.
-        let joined = shared.then(|| {
-            (group.len()..threads)
-                .map(|_| net::bind_listener(&address, backlog, Share::JoinGroup, None))
-                .collect::<io::Result<Vec<_>>>()
-        });
-        let joined = match joined {
-            Some(Ok(joined)) => Some(joined),
-            Some(Err(e)) => {
-                warn!(
-                    "{address}: the loops cannot join the inherited SO_REUSEPORT group ({e}); loop 0 accepts and hands connections to the others"
-                );
-                None
-            }
-            None => None,
-        };
-        if let Some(joined) = joined {
-            let given = group.len();
-            for (i, listener) in group.into_iter().enumerate() {
-                listeners[i % threads].push((listener, false));
-            }
-            for (loop_listeners, joined) in listeners.iter_mut().skip(given).zip(joined) {
-                loop_listeners.push((joined, false));
-            }
-        } else {
-            for listener in group {
-                listeners[0].push((listener, threads > 1));
-            }
+    let address = group[0].local_addr().clone();
+    let shared = threads > 1 && balance == Balance::ReusePort && group[0].reuses_port();
+    // The kernel lets a socket join a group only under the user that made
+    // it: systemd makes its sockets as root, and a service under another
+    // user (DynamicUser=) cannot join them.
+    let joined = shared.then(|| {
+        (group.len()..threads)
+            .map(|_| net::bind_listener(&address, backlog, Share::JoinGroup, None))
+            .collect::<io::Result<Vec<_>>>()
+    });
+    let joined = match joined {
+        Some(Ok(joined)) => Some(joined),
+        Some(Err(e)) => {
+            warn!(
+                "{address}: the loops cannot join the inherited SO_REUSEPORT group ({e}); loop 0 accepts and hands connections to the others"
+            );
+            None
         }
-        local_addrs.push(address);
+        None => None,
+    };
+    if let Some(joined) = joined {
+        let given = group.len();
+        for (i, listener) in group.into_iter().enumerate() {
+            listeners[i % threads].push((listener, false));
+        }
+        for (loop_listeners, joined) in listeners.iter_mut().skip(given).zip(joined) {
+            loop_listeners.push((joined, false));
+        }
+    } else {
+        for listener in group {
+            listeners[0].push((listener, threads > 1));
+        }
     }
-    Ok(())
+    Ok(address)
 }
 
 /// A bound server, ready to [`run`](Server::run).
