@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::Args;
 use evloop::proxy::{ProxyProtocol, ProxyStats};
 use evloop::services::{Chargen, Daytime, Discard, Echo, Log};
+use evloop::tls::{Certificates, Tls, TlsStats};
 use evloop::{Address, Balance, CloseReason, Counters, Driver, Server, ServerBuilder, Service};
 use evloop_http::{AccessLog, Http};
 use tracing::{error, info, warn};
@@ -105,7 +106,89 @@ pub struct ServeArgs {
     #[command(flatten)]
     proxy: ProxyArgs,
     #[command(flatten)]
+    tls: TlsArgs,
+    #[command(flatten)]
     http: HttpArgs,
+}
+
+/// Options of TLS, for every service.
+#[derive(Args, Debug, Default)]
+#[command(next_help_heading = "TLS")]
+pub struct TlsArgs {
+    /// Serve TLS (1.3 and 1.2) on every listener, with this certificate
+    /// chain: PEM, the certificate first, then its intermediates. May
+    /// repeat, each with its --tls-key (paired in order): each certificate
+    /// serves the DNS names it carries (SNI), the first also the clients
+    /// that ask for another name or none. SIGUSR1 reads the files again;
+    /// if one is wrong, the old certificates stay (the log says why).
+    /// Behind --proxy-protocol, the PROXY header comes first.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Vec<PathBuf>,
+    /// The private key of the --tls-cert in the same position: PEM, PKCS#8,
+    /// PKCS#1 (RSA) or SEC1 (EC).
+    #[arg(long, value_name = "FILE")]
+    tls_key: Vec<PathBuf>,
+    /// How long a client has to complete its TLS handshake, from its accept
+    /// (bytes trickling in do not extend it), at least 1ms. Default: 10s.
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse_positive)]
+    tls_handshake_timeout: Option<Duration>,
+}
+
+/// TLS as the options ask for it.
+struct TlsSetup {
+    certificates: Certificates,
+    timeout: Option<Duration>,
+}
+
+impl TlsArgs {
+    /// What the options ask for (`None`: no TLS) with the certificates
+    /// read, or why they cannot be.
+    fn resolve(&self) -> Result<Option<TlsSetup>, String> {
+        if self.tls_cert.is_empty() && self.tls_key.is_empty() {
+            if self.tls_handshake_timeout.is_some() {
+                return Err("--tls-handshake-timeout needs --tls-cert and --tls-key".to_owned());
+            }
+            return Ok(None);
+        }
+        if self.tls_cert.len() != self.tls_key.len() {
+            return Err(format!(
+                "{} --tls-cert and {} --tls-key: each certificate needs its key, given in the same order",
+                self.tls_cert.len(),
+                self.tls_key.len()
+            ));
+        }
+        let pairs = self.tls_cert.iter().zip(&self.tls_key);
+        let certificates = Certificates::load(pairs).map_err(|e| format!("TLS: {e}"))?;
+        Ok(Some(TlsSetup {
+            certificates,
+            timeout: self.tls_handshake_timeout,
+        }))
+    }
+}
+
+impl TlsSetup {
+    /// The layer around the service `name`: ALPN `http/1.1` for http.
+    fn wrap<S: Service>(&self, service: S, name: &str) -> std::io::Result<Tls<S>> {
+        let mut layer = Tls::builder(self.certificates.clone());
+        if let Some(timeout) = self.timeout {
+            layer = layer.handshake_timeout(timeout);
+        }
+        if name == "http" {
+            layer = layer.alpn(["http/1.1"]);
+        }
+        layer.build(service)
+    }
+}
+
+/// The DNS names of each certificate, for the log: `a.test b.test; c.test`.
+fn certificate_names(certificates: &Certificates) -> String {
+    let names: Vec<String> = (certificates.names().iter())
+        .map(|names| match names.is_empty() {
+            true => "(no DNS name)".to_owned(),
+            false => names.join(" "),
+        })
+        .collect();
+    names.join("; ")
 }
 
 /// Options of the PROXY protocol, for every service.
@@ -362,6 +445,14 @@ pub fn run(args: ServeArgs, log: &LogQueue) -> ExitCode {
         }
     };
     let proxy = proxy.as_ref();
+    let tls = match args.tls.resolve() {
+        Ok(tls) => tls,
+        Err(message) => {
+            say!("evloop: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let tls = tls.as_ref();
     let http_options = args.http.given();
     if args.service != "http"
         && let Some(option) = http_options.first()
@@ -383,21 +474,21 @@ pub fn run(args: ServeArgs, log: &LogQueue) -> ExitCode {
             builder,
             Log::new(args.hexdump),
             "log",
-            proxy,
+            (proxy, tls),
             metrics,
             nothing,
         ),
-        "echo" => serve(builder, Echo, "echo", proxy, metrics, nothing),
-        "discard" => serve(builder, Discard, "discard", proxy, metrics, nothing),
+        "echo" => serve(builder, Echo, "echo", (proxy, tls), metrics, nothing),
+        "discard" => serve(builder, Discard, "discard", (proxy, tls), metrics, nothing),
         "chargen" => serve(
             builder,
             Chargen::default(),
             "chargen",
-            proxy,
+            (proxy, tls),
             metrics,
             nothing,
         ),
-        "daytime" => serve(builder, Daytime, "daytime", proxy, metrics, nothing),
+        "daytime" => serve(builder, Daytime, "daytime", (proxy, tls), metrics, nothing),
         "http" => match args.http.service() {
             Ok(http) => {
                 let metrics = metrics.map(|mut metrics| {
@@ -408,7 +499,7 @@ pub fn run(args: ServeArgs, log: &LogQueue) -> ExitCode {
                     builder,
                     http.clone(),
                     "http",
-                    proxy,
+                    (proxy, tls),
                     metrics,
                     |driver, loops| {
                         http.running_on(driver, loops);
@@ -501,13 +592,54 @@ struct Metrics {
     sources: Vec<metrics::Source>,
 }
 
-/// Builds the server, behind the PROXY protocol if asked, with what its
-/// supervisor needs to hear (systemd, restarts), and runs it.
+/// Builds the server, behind TLS and the PROXY protocol if asked, with
+/// what its supervisor needs to hear (systemd, restarts), and runs it.
 fn serve<S: Service>(
     builder: ServerBuilder,
     service: S,
     name: &str,
+    (proxy, tls): (Option<&Proxy>, Option<&TlsSetup>),
+    metrics: Option<Metrics>,
+    built: impl FnOnce(String, usize),
+) -> ExitCode {
+    let Some(tls) = tls else {
+        return serve_layers(builder, service, name, proxy, None, metrics, built);
+    };
+    let layer = match tls.wrap(service, name) {
+        Ok(layer) => layer,
+        Err(e) => {
+            say!("evloop: TLS: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let stats = layer.stats();
+    let certificates = tls.certificates.clone();
+    info!(
+        "TLS: serving certificates for {}",
+        certificate_names(&certificates)
+    );
+    let builder = builder.on_reload_signal(move |signal| match certificates.reload() {
+        Ok(()) => info!(
+            "{signal}: TLS certificates reloaded: {}",
+            certificate_names(&certificates)
+        ),
+        Err(e) => warn!("{signal}: TLS certificates not reloaded, the old ones kept: {e}"),
+    });
+    let metrics = metrics.map(|mut metrics| {
+        metrics.sources.push(Box::new(metrics::tls(stats.clone())));
+        metrics
+    });
+    serve_layers(builder, layer, name, proxy, Some(stats), metrics, built)
+}
+
+/// Builds the server around `service` (behind TLS if `tls` counts it),
+/// behind the PROXY protocol if asked, and runs it.
+fn serve_layers<S: Service>(
+    builder: ServerBuilder,
+    service: S,
+    name: &str,
     proxy: Option<&Proxy>,
+    tls: Option<TlsStats>,
     metrics: Option<Metrics>,
     built: impl FnOnce(String, usize),
 ) -> ExitCode {
@@ -527,6 +659,7 @@ fn serve<S: Service>(
         served,
         restarter,
         metrics,
+        tls,
     };
     let Some(proxy) = proxy else {
         return started.run(builder.build(service), None, built);
@@ -546,6 +679,8 @@ struct Started<'a> {
     served: Arc<OnceLock<Served>>,
     restarter: Option<Restarter>,
     metrics: Option<Metrics>,
+    /// The TLS layer's counters, if it serves behind one.
+    tls: Option<TlsStats>,
 }
 
 impl Started<'_> {
@@ -563,6 +698,7 @@ impl Started<'_> {
             served,
             restarter,
             metrics,
+            tls,
         } = self;
         let server = match server {
             Ok(server) => server,
@@ -586,10 +722,17 @@ impl Started<'_> {
         };
         let pid = std::process::id();
         for (i, addr) in server.local_addrs().iter().enumerate() {
-            if proxy.as_ref().is_some_and(|(proxy, _)| proxy.is_on(i)) {
-                info!(service = name, address = %addr, pid, proxy_protocol = true, "{name}: listening on {addr} (PROXY protocol)");
+            let proxied = proxy.as_ref().is_some_and(|(proxy, _)| proxy.is_on(i));
+            let layers = match (proxied, tls.is_some()) {
+                (true, true) => " (PROXY protocol, TLS)",
+                (true, false) => " (PROXY protocol)",
+                (false, true) => " (TLS)",
+                (false, false) => "",
+            };
+            if proxied {
+                info!(service = name, address = %addr, pid, proxy_protocol = true, tls = tls.is_some(), "{name}: listening on {addr}{layers}");
             } else {
-                info!(service = name, address = %addr, pid, "{name}: listening on {addr}");
+                info!(service = name, address = %addr, pid, tls = tls.is_some(), "{name}: listening on {addr}{layers}");
             }
         }
         let addresses: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
@@ -629,6 +772,9 @@ impl Started<'_> {
                 log_counters("total", None, &report.total());
                 if let Some((_, stats)) = proxy {
                     info!("PROXY protocol: {}", stats.snapshot());
+                }
+                if let Some(stats) = &tls {
+                    info!("TLS: {}", stats.snapshot());
                 }
                 if report.is_clean() {
                     ExitCode::SUCCESS
