@@ -41,9 +41,9 @@ struct State<S: Service> {
     /// Decrypted input the wrapped handler has not consumed.
     plain_in: Vec<u8>,
     /// The protocol version the client's hello offered (its
-    /// `legacy_version`), once read: below TLS 1.2 (0x0303), a client
-    /// that cannot speak any version this server does, whatever rustls
-    /// found wrong first.
+    /// `legacy_version`), if its first bytes held it: below TLS 1.2
+    /// (0x0303), a client that cannot speak any version this server does,
+    /// whatever rustls found wrong first.
     hello_version: Option<u16>,
     /// Whether `plain_in` holds bytes the handler has not seen yet (or
     /// should see again: it resumed reading).
@@ -133,6 +133,7 @@ impl<S: Service> State<S> {
                 }
                 if self.plain_in.len() > cx.max_input {
                     debug!(target: "evloop::tls", peer = %self.peer, "input limit of {} bytes exceeded", cx.max_input);
+                    self.finishing = true;
                     return Action::Abort;
                 }
                 continue;
@@ -145,6 +146,8 @@ impl<S: Service> State<S> {
                 return Action::Continue;
             }
             if let Err(action) = self.decrypt(input, cx) {
+                // Nothing more of this connection reaches the handler.
+                self.finishing = true;
                 return action;
             }
             if matches!(self.phase, Phase::Handshake { .. })
@@ -407,14 +410,12 @@ impl<S: Service> Handler for TlsHandler<S> {
             }
             Phase::Handshake { started } if !*started => {
                 *started = true;
+                state.hello_version = hello_version(input.bytes());
                 if !starts_a_handshake(input.bytes()) {
                     return state.fail(FailReason::NotTls, "not a TLS handshake record", false);
                 }
             }
             Phase::Handshake { .. } | Phase::Serving(_) => {}
-        }
-        if let (Phase::Handshake { .. }, None) = (&state.phase, state.hello_version) {
-            state.hello_version = hello_version(input.bytes());
         }
         state.pump(input, cx)
     }

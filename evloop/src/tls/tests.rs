@@ -624,3 +624,29 @@ fn reload_serves_the_new_files_and_keeps_the_old_if_they_are_wrong() {
     let (_conn, _) = handshake(&tls, &client_config(&new.2, BOTH, &[]), "new.test");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Consumes nothing: waits for a line that never ends.
+#[derive(Clone)]
+struct Hoard;
+
+impl Handler for Hoard {
+    fn on_data(&mut self, _input: &mut Input<'_>, _cx: &mut Context<'_>) -> Action {
+        Action::Continue
+    }
+}
+
+#[test]
+fn plaintext_left_unconsumed_is_bounded_by_max_input() {
+    let cert = self_signed(&["localhost"]);
+    let tls = Tls::new(certificates(&[&cert]), Hoard).unwrap();
+    let config = client_config(&cert.2, BOTH, &[]);
+    let mut conn = ConnBuilder::new().max_input(4096).open(&tls);
+    let mut client = Client::new(&config, "localhost");
+    client.exchange(&mut conn);
+    client.write(&[b'x'; 4096]);
+    client.send(&mut conn);
+    assert_eq!(conn.state(), State::Open);
+    client.write(b"y");
+    client.send(&mut conn);
+    assert_eq!(conn.state(), State::Aborted);
+}
