@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Args;
 use evloop::proxy::{ProxyProtocol, ProxyStats};
 use evloop::services::{Chargen, Daytime, Discard, Echo, Log};
-use evloop::tls::{Certificates, Tls, TlsStats};
+use evloop::tls::TlsStats;
 use evloop::{Address, Balance, CloseReason, Counters, Driver, Server, ServerBuilder, Service};
 use evloop_http::{AccessLog, Http};
 use tracing::{error, info, warn};
@@ -18,6 +18,7 @@ use tracing::{error, info, warn};
 use crate::log::LogQueue;
 use crate::metrics::{self, Endpoint};
 use crate::supervise::{self, Restarter, Served};
+use crate::tls::{TlsArgs, TlsSetup, certificate_names};
 use crate::{addr, duration, size};
 
 /// The most loops `--threads` may ask for: more than the CPUs only adds
@@ -109,86 +110,6 @@ pub struct ServeArgs {
     tls: TlsArgs,
     #[command(flatten)]
     http: HttpArgs,
-}
-
-/// Options of TLS, for every service.
-#[derive(Args, Debug, Default)]
-#[command(next_help_heading = "TLS")]
-pub struct TlsArgs {
-    /// Serve TLS (1.3 and 1.2) on every listener, with this certificate
-    /// chain: PEM, the certificate first, then its intermediates. May
-    /// repeat, each with its --tls-key (paired in order): each certificate
-    /// serves the DNS names it carries (SNI), the first also the clients
-    /// that ask for another name or none. SIGUSR1 reads the files again;
-    /// if one is wrong, the old certificates stay (the log says why).
-    /// Behind --proxy-protocol, the PROXY header comes first.
-    #[arg(long, value_name = "FILE")]
-    tls_cert: Vec<PathBuf>,
-    /// The private key of the --tls-cert in the same position: PEM, PKCS#8,
-    /// PKCS#1 (RSA) or SEC1 (EC).
-    #[arg(long, value_name = "FILE")]
-    tls_key: Vec<PathBuf>,
-    /// How long a client has to complete its TLS handshake, from its accept
-    /// (bytes trickling in do not extend it), at least 1ms. Default: 10s.
-    #[arg(long, value_name = "DURATION", value_parser = duration::parse_positive)]
-    tls_handshake_timeout: Option<Duration>,
-}
-
-/// TLS as the options ask for it.
-struct TlsSetup {
-    certificates: Certificates,
-    timeout: Option<Duration>,
-}
-
-impl TlsArgs {
-    /// What the options ask for (`None`: no TLS) with the certificates
-    /// read, or why they cannot be.
-    fn resolve(&self) -> Result<Option<TlsSetup>, String> {
-        if self.tls_cert.is_empty() && self.tls_key.is_empty() {
-            if self.tls_handshake_timeout.is_some() {
-                return Err("--tls-handshake-timeout needs --tls-cert and --tls-key".to_owned());
-            }
-            return Ok(None);
-        }
-        if self.tls_cert.len() != self.tls_key.len() {
-            return Err(format!(
-                "{} --tls-cert and {} --tls-key: each certificate needs its key, given in the same order",
-                self.tls_cert.len(),
-                self.tls_key.len()
-            ));
-        }
-        let pairs = self.tls_cert.iter().zip(&self.tls_key);
-        let certificates = Certificates::load(pairs).map_err(|e| format!("TLS: {e}"))?;
-        Ok(Some(TlsSetup {
-            certificates,
-            timeout: self.tls_handshake_timeout,
-        }))
-    }
-}
-
-impl TlsSetup {
-    /// The layer around the service `name`: ALPN `http/1.1` for http.
-    fn wrap<S: Service>(&self, service: S, name: &str) -> std::io::Result<Tls<S>> {
-        let mut layer = Tls::builder(self.certificates.clone());
-        if let Some(timeout) = self.timeout {
-            layer = layer.handshake_timeout(timeout);
-        }
-        if name == "http" {
-            layer = layer.alpn(["http/1.1"]);
-        }
-        layer.build(service)
-    }
-}
-
-/// The DNS names of each certificate, for the log: `a.test b.test; c.test`.
-fn certificate_names(certificates: &Certificates) -> String {
-    let names: Vec<String> = (certificates.names().iter())
-        .map(|names| match names.is_empty() {
-            true => "(no DNS name)".to_owned(),
-            false => names.join(" "),
-        })
-        .collect();
-    names.join("; ")
 }
 
 /// Options of the PROXY protocol, for every service.
