@@ -21,6 +21,7 @@ mod metrics;
 mod serve;
 mod size;
 mod supervise;
+mod tls;
 mod usage;
 mod version;
 

@@ -34,6 +34,7 @@ mod exposition;
 mod process;
 
 use evloop::proxy::{ProxyStats, RejectReason};
+use evloop::tls::{FailReason, TlsStats};
 use evloop::{CloseReason, LoopStats, State, StatsHandle};
 use evloop_http::Http;
 
@@ -139,6 +140,29 @@ pub fn proxy(stats: ProxyStats) -> impl Fn(&mut Exposition) + Send + Sync + 'sta
         );
         for reason in RejectReason::ALL {
             rejected.sample(&[("reason", reason.name())], counts.rejected(reason));
+        }
+    }
+}
+
+/// The TLS layer's families: handshakes completed, full or resumed, and
+/// handshakes failed by reason.
+pub fn tls(stats: TlsStats) -> impl Fn(&mut Exposition) + Send + Sync + 'static {
+    move |out: &mut Exposition| {
+        let counts = stats.snapshot();
+        out.family(
+            "evloop_tls_handshakes_total",
+            Kind::Counter,
+            "TLS handshakes completed, by result: full (a new session) or resumed (a session ticket or id).",
+        )
+        .sample(&[("result", "full")], counts.full)
+        .sample(&[("result", "resumed")], counts.resumed);
+        let mut failed = out.family(
+            "evloop_tls_handshake_failures_total",
+            Kind::Counter,
+            "TLS handshakes failed, by reason: the connection was closed without reaching the service.",
+        );
+        for reason in FailReason::ALL {
+            failed.sample(&[("reason", reason.name())], counts.failed(reason));
         }
     }
 }

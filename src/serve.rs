@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::Args;
 use evloop::proxy::{ProxyProtocol, ProxyStats};
 use evloop::services::{Chargen, Daytime, Discard, Echo, Log};
+use evloop::tls::TlsStats;
 use evloop::{Address, Balance, CloseReason, Counters, Driver, Server, ServerBuilder, Service};
 use evloop_http::{AccessLog, Http};
 use tracing::{error, info, warn};
@@ -17,6 +18,7 @@ use tracing::{error, info, warn};
 use crate::log::LogQueue;
 use crate::metrics::{self, Endpoint};
 use crate::supervise::{self, Restarter, Served};
+use crate::tls::{TlsArgs, TlsSetup, certificate_names};
 use crate::{addr, duration, size};
 
 /// The most loops `--threads` may ask for: more than the CPUs only adds
@@ -104,6 +106,8 @@ pub struct ServeArgs {
     metrics: Option<SocketAddr>,
     #[command(flatten)]
     proxy: ProxyArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(flatten)]
     http: HttpArgs,
 }
@@ -362,6 +366,14 @@ pub fn run(args: ServeArgs, log: &LogQueue) -> ExitCode {
         }
     };
     let proxy = proxy.as_ref();
+    let tls = match args.tls.resolve() {
+        Ok(tls) => tls,
+        Err(message) => {
+            say!("evloop: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let tls = tls.as_ref();
     let http_options = args.http.given();
     if args.service != "http"
         && let Some(option) = http_options.first()
@@ -383,21 +395,21 @@ pub fn run(args: ServeArgs, log: &LogQueue) -> ExitCode {
             builder,
             Log::new(args.hexdump),
             "log",
-            proxy,
+            (proxy, tls),
             metrics,
             nothing,
         ),
-        "echo" => serve(builder, Echo, "echo", proxy, metrics, nothing),
-        "discard" => serve(builder, Discard, "discard", proxy, metrics, nothing),
+        "echo" => serve(builder, Echo, "echo", (proxy, tls), metrics, nothing),
+        "discard" => serve(builder, Discard, "discard", (proxy, tls), metrics, nothing),
         "chargen" => serve(
             builder,
             Chargen::default(),
             "chargen",
-            proxy,
+            (proxy, tls),
             metrics,
             nothing,
         ),
-        "daytime" => serve(builder, Daytime, "daytime", proxy, metrics, nothing),
+        "daytime" => serve(builder, Daytime, "daytime", (proxy, tls), metrics, nothing),
         "http" => match args.http.service() {
             Ok(http) => {
                 let metrics = metrics.map(|mut metrics| {
@@ -408,7 +420,7 @@ pub fn run(args: ServeArgs, log: &LogQueue) -> ExitCode {
                     builder,
                     http.clone(),
                     "http",
-                    proxy,
+                    (proxy, tls),
                     metrics,
                     |driver, loops| {
                         http.running_on(driver, loops);
@@ -501,13 +513,54 @@ struct Metrics {
     sources: Vec<metrics::Source>,
 }
 
-/// Builds the server, behind the PROXY protocol if asked, with what its
-/// supervisor needs to hear (systemd, restarts), and runs it.
+/// Builds the server, behind TLS and the PROXY protocol if asked, with
+/// what its supervisor needs to hear (systemd, restarts), and runs it.
 fn serve<S: Service>(
     builder: ServerBuilder,
     service: S,
     name: &str,
+    (proxy, tls): (Option<&Proxy>, Option<&TlsSetup>),
+    metrics: Option<Metrics>,
+    built: impl FnOnce(String, usize),
+) -> ExitCode {
+    let Some(tls) = tls else {
+        return serve_layers(builder, service, name, proxy, None, metrics, built);
+    };
+    let layer = match tls.wrap(service, name) {
+        Ok(layer) => layer,
+        Err(e) => {
+            say!("evloop: TLS: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let stats = layer.stats();
+    let certificates = tls.certificates.clone();
+    info!(
+        "TLS: serving certificates for {}",
+        certificate_names(&certificates)
+    );
+    let builder = builder.on_reload_signal(move |signal| match certificates.reload() {
+        Ok(()) => info!(
+            "{signal}: TLS certificates reloaded: {}",
+            certificate_names(&certificates)
+        ),
+        Err(e) => warn!("{signal}: TLS certificates not reloaded, the old ones kept: {e}"),
+    });
+    let metrics = metrics.map(|mut metrics| {
+        metrics.sources.push(Box::new(metrics::tls(stats.clone())));
+        metrics
+    });
+    serve_layers(builder, layer, name, proxy, Some(stats), metrics, built)
+}
+
+/// Builds the server around `service` (behind TLS if `tls` counts it),
+/// behind the PROXY protocol if asked, and runs it.
+fn serve_layers<S: Service>(
+    builder: ServerBuilder,
+    service: S,
+    name: &str,
     proxy: Option<&Proxy>,
+    tls: Option<TlsStats>,
     metrics: Option<Metrics>,
     built: impl FnOnce(String, usize),
 ) -> ExitCode {
@@ -527,6 +580,7 @@ fn serve<S: Service>(
         served,
         restarter,
         metrics,
+        tls,
     };
     let Some(proxy) = proxy else {
         return started.run(builder.build(service), None, built);
@@ -546,6 +600,8 @@ struct Started<'a> {
     served: Arc<OnceLock<Served>>,
     restarter: Option<Restarter>,
     metrics: Option<Metrics>,
+    /// The TLS layer's counters, if it serves behind one.
+    tls: Option<TlsStats>,
 }
 
 impl Started<'_> {
@@ -563,6 +619,7 @@ impl Started<'_> {
             served,
             restarter,
             metrics,
+            tls,
         } = self;
         let server = match server {
             Ok(server) => server,
@@ -586,10 +643,17 @@ impl Started<'_> {
         };
         let pid = std::process::id();
         for (i, addr) in server.local_addrs().iter().enumerate() {
-            if proxy.as_ref().is_some_and(|(proxy, _)| proxy.is_on(i)) {
-                info!(service = name, address = %addr, pid, proxy_protocol = true, "{name}: listening on {addr} (PROXY protocol)");
+            let proxied = proxy.as_ref().is_some_and(|(proxy, _)| proxy.is_on(i));
+            let layers = match (proxied, tls.is_some()) {
+                (true, true) => " (PROXY protocol, TLS)",
+                (true, false) => " (PROXY protocol)",
+                (false, true) => " (TLS)",
+                (false, false) => "",
+            };
+            if proxied {
+                info!(service = name, address = %addr, pid, proxy_protocol = true, tls = tls.is_some(), "{name}: listening on {addr}{layers}");
             } else {
-                info!(service = name, address = %addr, pid, "{name}: listening on {addr}");
+                info!(service = name, address = %addr, pid, tls = tls.is_some(), "{name}: listening on {addr}{layers}");
             }
         }
         let addresses: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
@@ -629,6 +693,9 @@ impl Started<'_> {
                 log_counters("total", None, &report.total());
                 if let Some((_, stats)) = proxy {
                     info!("PROXY protocol: {}", stats.snapshot());
+                }
+                if let Some(stats) = &tls {
+                    info!("TLS: {}", stats.snapshot());
                 }
                 if report.is_clean() {
                     ExitCode::SUCCESS

@@ -55,6 +55,27 @@ pub struct Context<'a> {
     /// a PROXY protocol header named), in every call of the handler it
     /// wraps.
     pub(crate) known_peer: Option<&'a Address>,
+    /// The most input the handler may leave unconsumed (the server's
+    /// `max_input`): a layer that keeps its handler's leftovers itself
+    /// (TLS: decrypted bytes) bounds them by it too.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub(crate) max_input: usize,
+    /// Where files go that the handler sends, when a layer that transforms
+    /// the output (TLS) sends them itself: the kernel must not send a
+    /// file's bytes as they are.
+    #[cfg(feature = "tls")]
+    pub(crate) file_slot: Option<&'a mut Option<LayerFile>>,
+}
+
+/// A file a handler sent through a layer that transforms the output: the
+/// part of it still to send.
+#[cfg(feature = "tls")]
+#[derive(Debug)]
+pub(crate) struct LayerFile {
+    pub(crate) file: File,
+    /// Where its next byte is.
+    pub(crate) offset: u64,
+    pub(crate) left: u64,
 }
 
 impl fmt::Debug for Context<'_> {
@@ -103,20 +124,39 @@ impl Context<'_> {
     ///
     /// # Panics
     /// If a file is still being sent.
+    ///
+    /// Behind TLS (the `tls` layer) the file is read and encrypted a chunk at a
+    /// time as the client takes it, never handed to the kernel as it is.
     pub fn send_file(&mut self, file: File, offset: u64, len: u64) {
+        #[cfg(feature = "tls")]
+        if let Some(slot) = &mut self.file_slot {
+            assert!(slot.is_none(), "a file is already being sent");
+            if len > 0 {
+                **slot = Some(LayerFile {
+                    file,
+                    offset,
+                    left: len,
+                });
+            }
+            return;
+        }
         self.core.send_file(file, offset, len);
     }
 
     /// Whether a file given to [`send_file`](Self::send_file) is still
     /// being sent: until it is, the output may not be written.
     pub fn sending_file(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if let Some(slot) = &self.file_slot {
+            return slot.is_some();
+        }
         self.core.sending_file()
     }
 
     #[track_caller]
     fn assert_no_file(&self) {
         assert!(
-            !self.core.sending_file(),
+            !self.sending_file(),
             "output written while a file is being sent"
         );
     }
@@ -169,7 +209,44 @@ impl Context<'_> {
             clock: self.clock,
             id: self.id,
             known_peer: peer.or(self.known_peer),
+            max_input: self.max_input,
+            #[cfg(feature = "tls")]
+            file_slot: self.file_slot.as_deref_mut(),
         }
+    }
+
+    /// The context of a handler wrapped by a layer that transforms its
+    /// output (TLS): what it writes goes to `output`, the files it sends to
+    /// `file`, for the layer to transform; the rest is this context's.
+    #[cfg(feature = "tls")]
+    pub(crate) fn layered<'b>(
+        &'b mut self,
+        output: &'b mut Vec<u8>,
+        file: &'b mut Option<LayerFile>,
+    ) -> Context<'b> {
+        Context {
+            output,
+            core: &mut *self.core,
+            clock: self.clock,
+            id: self.id,
+            known_peer: self.known_peer,
+            max_input: self.max_input,
+            file_slot: Some(file),
+        }
+    }
+
+    /// Whether a drain notice is asked for ([`notify_drained`](Self::notify_drained)
+    /// since the last one came).
+    #[cfg(feature = "tls")]
+    pub(crate) fn drain_notice_requested(&self) -> bool {
+        self.core.drain_notice_requested()
+    }
+
+    /// Takes back the drain notice asked for, if any; says whether there
+    /// was one.
+    #[cfg(feature = "tls")]
+    pub(crate) fn take_drain_notice(&mut self) -> bool {
+        self.core.take_drain_notice()
     }
 
     /// Whether the handler has paused its input

@@ -15,6 +15,7 @@
 //! * [`Service`] and [`Handler`] — what runs on a connection: bytes in,
 //!   bytes out. [`services`] has the ones `evloop serve` runs;
 //!   [`proxy`] puts any of them behind the PROXY protocol (v1 and v2);
+//!   `tls` (the `tls` feature) behind TLS 1.3 and 1.2, by rustls;
 //!   [`testing`] drives one connection of any of them in memory, for tests
 //!   and fuzzers.
 //!
@@ -69,6 +70,8 @@ mod signals;
 mod stats;
 mod sys;
 mod timer;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use address::{Address, ParseAddressError};
 pub use context::{ConnId, Context, Credentials};

@@ -21,7 +21,7 @@ use crate::reactor::{Command, LoopHandle, LoopIo, LoopReport, LoopWaker, Reactor
 #[cfg(target_os = "linux")]
 use crate::ring::RingConfig;
 use crate::service::Service;
-use crate::signals::{RestartHook, SignalPipe};
+use crate::signals::{SignalHook, SignalPipe};
 use crate::stats::{Counters, LiveCounters, LoopStats};
 
 /// How connections are spread over loops.
@@ -70,7 +70,8 @@ pub struct ServerBuilder {
     backlog: i32,
     config: Config,
     signals: bool,
-    restart: Option<RestartHook>,
+    restart: Option<SignalHook>,
+    reload: Option<SignalHook>,
     on_state: Option<StateHook>,
     driver: Driver,
     #[cfg(target_os = "linux")]
@@ -87,6 +88,7 @@ impl fmt::Debug for ServerBuilder {
             .field("config", &self.config)
             .field("signals", &self.signals)
             .field("restart", &self.restart.is_some())
+            .field("reload", &self.reload.is_some())
             .field("on_state", &self.on_state.is_some())
             .field("driver", &self.driver)
             .finish_non_exhaustive()
@@ -255,7 +257,7 @@ impl ServerBuilder {
     /// Whether [`Server::run`] handles SIGINT, SIGTERM and SIGQUIT (first:
     /// graceful shutdown; second: cut connections now), SIGHUP and SIGUSR2
     /// (the [restart hook](Self::on_restart_signal), else logged) and SIGUSR1
-    /// (logged; the server keeps serving): see
+    /// (the [reload hook](Self::on_reload_signal), else logged): see
     /// [`Server`'s docs](Server#signals). No other signal is touched.
     /// The handlers are installed by [`build`](Self::build), so a signal that
     /// arrives before `run` is acted on when it starts; once no server in
@@ -274,6 +276,17 @@ impl ServerBuilder {
     /// serves. Without a hook, these signals are logged and ignored.
     pub fn on_restart_signal(mut self, hook: impl FnMut(&'static str) + Send + 'static) -> Self {
         self.restart = Some(Box::new(hook));
+        self
+    }
+
+    /// What SIGUSR1 does when [`handle_signals`](Self::handle_signals) is
+    /// on: `hook` runs on the server's control thread with the signal's
+    /// name (`"SIGUSR1"`), to reload in place what can be (e.g. the
+    /// certificates a TLS layer serves: `tls::Certificates::reload`), and must return
+    /// soon: the server goes on serving meanwhile. Without a hook, SIGUSR1
+    /// is logged and ignored.
+    pub fn on_reload_signal(mut self, hook: impl FnMut(&'static str) + Send + 'static) -> Self {
+        self.reload = Some(Box::new(hook));
         self
     }
 
@@ -400,6 +413,7 @@ impl ServerBuilder {
         let service = make(&local_addrs);
         Ok(Server {
             restart: self.restart,
+            reload: self.reload,
             on_state: self.on_state,
             service: Arc::new(service),
             listeners,
@@ -530,7 +544,7 @@ fn place_inherited(
 /// |---|---|
 /// | SIGINT, SIGTERM, SIGQUIT | a shutdown request (above) |
 /// | SIGHUP | nginx reloads its configuration; runs the [restart hook](ServerBuilder::on_restart_signal) (without one: logs that and keeps serving) |
-/// | SIGUSR1 | nginx reopens its log files; evloop opens none (the program logs to standard error): logs that and keeps serving |
+/// | SIGUSR1 | nginx reopens its log files; runs the [reload hook](ServerBuilder::on_reload_signal), e.g. to read certificates again (without one: logs that and keeps serving) |
 /// | SIGUSR2 | nginx upgrades its binary; as SIGHUP |
 ///
 /// The handlers only write a byte to a pipe per signal, which the control
@@ -538,7 +552,8 @@ fn place_inherited(
 /// such server has returned from [`Server::run`] or been dropped), these
 /// signals take their default action again.
 pub struct Server<S> {
-    restart: Option<RestartHook>,
+    restart: Option<SignalHook>,
+    reload: Option<SignalHook>,
     on_state: Option<StateHook>,
     service: Arc<S>,
     /// Listeners by loop index, each with whether it hands connections off.
@@ -561,6 +576,7 @@ impl<S> fmt::Debug for Server<S> {
             .field("loops", &self.listeners.len())
             .field("driver", &self.driver)
             .field("restart", &self.restart.is_some())
+            .field("reload", &self.reload.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -578,6 +594,7 @@ impl Server<()> {
             config: Config::default(),
             signals: false,
             restart: None,
+            reload: None,
             on_state: None,
             driver: Driver::Auto,
             #[cfg(target_os = "linux")]
@@ -826,6 +843,7 @@ impl<S: Service> Server<S> {
     pub fn run(self) -> io::Result<Report> {
         let Server {
             mut restart,
+            mut reload,
             mut on_state,
             service,
             listeners,
@@ -871,7 +889,7 @@ impl<S: Service> Server<S> {
             let mut new_requests = requests - requests_seen;
             requests_seen = requests;
             if let Some(signals) = &signals {
-                new_requests += signals.take_shutdown_requests(restart.as_mut());
+                new_requests += signals.take_shutdown_requests(restart.as_mut(), reload.as_mut());
             }
             let finished = control.exited.load(Ordering::Acquire);
             if finished == joins.len() {

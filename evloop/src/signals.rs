@@ -56,9 +56,13 @@ impl SignalPipe {
     }
 
     /// Logs every signal that arrived since the last call and calls
-    /// `restart` (if any) for each restart request; returns how many of
-    /// them ask for shutdown.
-    pub(crate) fn take_shutdown_requests(&self, mut restart: Option<&mut RestartHook>) -> usize {
+    /// `restart` (if any) for each restart request, `reload` (if any) for
+    /// each reload request; returns how many of them ask for shutdown.
+    pub(crate) fn take_shutdown_requests(
+        &self,
+        mut restart: Option<&mut SignalHook>,
+        mut reload: Option<&mut SignalHook>,
+    ) -> usize {
         let mut requests = 0;
         for (signal, read) in HANDLED_SIGNALS.iter().zip(&self.reads) {
             let mut buf = [0u8; 16];
@@ -78,7 +82,13 @@ impl SignalPipe {
                             hook(signal.name);
                         }
                     }
-                    SignalAction::KeepServing(because) | SignalAction::Restart(because) => {
+                    SignalAction::Reload(_) if reload.is_some() => {
+                        if let Some(hook) = reload.as_deref_mut() {
+                            info!("{} received: reload requested", signal.name);
+                            hook(signal.name);
+                        }
+                    }
+                    SignalAction::Restart(because) | SignalAction::Reload(because) => {
                         warn!("{} received: {because}; still serving", signal.name);
                     }
                 }
@@ -102,20 +112,23 @@ impl Drop for SignalPipe {
     }
 }
 
-/// What the control thread does with a signal.
-/// What a server runs, on its control thread, when SIGHUP or SIGUSR2 asks
-/// for a restart; it is given the signal's name and must not block.
-pub(crate) type RestartHook = Box<dyn FnMut(&'static str) + Send>;
+/// What a server runs, on its control thread, when a signal asks for a
+/// restart (SIGHUP, SIGUSR2) or a reload (SIGUSR1); it is given the
+/// signal's name and must not block.
+pub(crate) type SignalHook = Box<dyn FnMut(&'static str) + Send>;
 
+/// What the control thread does with a signal.
 #[derive(Clone, Copy, Debug)]
 enum SignalAction {
     /// A shutdown request: the first drains, the second cuts.
     Shutdown,
-    /// Logged with the reason nothing is done; the server keeps serving.
-    KeepServing(&'static str),
     /// A restart request, for the server's restart hook; without one,
-    /// like `KeepServing` with this reason.
+    /// logged with this reason why nothing is done, and the server keeps
+    /// serving.
     Restart(&'static str),
+    /// A request to reload what can be reloaded in place (certificates),
+    /// for the server's reload hook; without one, as `Restart`.
+    Reload(&'static str),
 }
 
 /// A signal a server handles.
@@ -141,7 +154,7 @@ impl HandledSignal {
 /// signal an operator commonly sends is here, so none ends the server
 /// without a log line.
 const HANDLED_SIGNALS: [HandledSignal; 6] = {
-    use SignalAction::{KeepServing, Restart, Shutdown};
+    use SignalAction::{Reload, Restart, Shutdown};
     use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
     [
         HandledSignal::new(SIGINT, "SIGINT", Shutdown),
@@ -155,7 +168,7 @@ const HANDLED_SIGNALS: [HandledSignal; 6] = {
         HandledSignal::new(
             SIGUSR1,
             "SIGUSR1",
-            KeepServing("nothing to reopen (evloop opens no log files)"),
+            Reload("nothing to reopen (evloop opens no log files)"),
         ),
         HandledSignal::new(
             SIGUSR2,

@@ -599,6 +599,18 @@ impl Core {
         self.flags.set(Flags::DRAIN_NOTICE, true);
     }
 
+    #[cfg(feature = "tls")]
+    pub(crate) fn drain_notice_requested(&self) -> bool {
+        self.flags.has(Flags::DRAIN_NOTICE)
+    }
+
+    #[cfg(feature = "tls")]
+    pub(crate) fn take_drain_notice(&mut self) -> bool {
+        let asked = self.flags.has(Flags::DRAIN_NOTICE);
+        self.flags.set(Flags::DRAIN_NOTICE, false);
+        asked
+    }
+
     /// Lifts the output and budget pauses once the output has drained to
     /// `low` (the budget is looked at again before the next read); says
     /// whether the connection was paused by the loop and no longer is.
@@ -745,6 +757,9 @@ impl<H: Handler> Conn<H> {
             clock: env.clock,
             id,
             known_peer: env.accepted_peer,
+            max_input: env.config.max_input,
+            #[cfg(feature = "tls")]
+            file_slot: None,
         };
         let handler = &mut self.handler;
         contain_panic(what, || f(handler, &mut cx)).ok_or(Fate::Close(CloseReason::Error))
