@@ -108,7 +108,19 @@ struct Socat {
 }
 
 impl Socat {
+    /// Starts socat on a port that was free a moment ago; tries another if
+    /// socat exits (the port was taken meanwhile, e.g. as a client's
+    /// ephemeral port by a test running alongside).
     fn start(certificates: &Certificates) -> Socat {
+        for _ in 0..5 {
+            if let Some(socat) = Socat::try_start(certificates) {
+                return socat;
+            }
+        }
+        panic!("socat does not listen");
+    }
+
+    fn try_start(certificates: &Certificates) -> Option<Socat> {
         let addr = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -126,15 +138,22 @@ impl Socat {
             .stderr(Stdio::null())
             .spawn()
             .expect("start socat");
+        let mut socat = Socat { child, addr };
         let started = Instant::now();
-        while TcpStream::connect(addr).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "socat does not listen"
-            );
+        while started.elapsed() < Duration::from_secs(10) {
+            if socat.child.try_wait().expect("wait for socat").is_some() {
+                return None;
+            }
+            // A connection to itself (same local and peer port) would
+            // pass for socat listening.
+            if let Ok(probe) = TcpStream::connect(addr)
+                && probe.local_addr().ok() != probe.peer_addr().ok()
+            {
+                return Some(socat);
+            }
             thread::sleep(Duration::from_millis(20));
         }
-        Socat { child, addr }
+        None
     }
 }
 
