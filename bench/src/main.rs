@@ -27,6 +27,15 @@
 //! `docs/BENCHMARKS.md`.
 //!
 //! ```text
+//! cargo run -p evloop-bench --release -- compare https [--quick] [--rounds N] [--duration D]
+//! ```
+//!
+//! the same over TLS, with one certificate made per run: keep-alive
+//! requests, and a new connection (a full handshake) per request, against
+//! nginx (see [`http::https`]). Results go to `bench/results/https.{json,md}`
+//! and the TLS section of `docs/BENCHMARKS.md`.
+//!
+//! ```text
 //! cargo run -p evloop-bench --release -- pressure [--clients N] [--evloop PATH] [--json] [-- SERVE ARGS]
 //! ```
 //!
@@ -90,6 +99,9 @@ enum Target {
     Echo,
     /// evloop's HTTP service against nginx, under wrk.
     Http,
+    /// evloop's HTTP service over TLS against nginx with the same
+    /// certificate, under wrk: keep-alive, and a new handshake per request.
+    Https,
 }
 
 #[derive(Subcommand, Debug)]
@@ -98,8 +110,9 @@ enum Command {
     /// or evloop's HTTP service against nginx under wrk (http).
     Compare {
         /// What to compare: echo (every echo server: throughput, memory,
-        /// cost per request) or http (evloop's HTTP service against nginx,
-        /// under wrk; durations rounded up to whole seconds).
+        /// cost per request), http (evloop's HTTP service against nginx,
+        /// under wrk; durations rounded up to whole seconds) or https (the
+        /// same over TLS, with handshakes/s).
         #[arg(value_enum, default_value_t = Target::Echo)]
         target: Target,
         /// A smoke test: one short round, 1,000 idle connections; results
@@ -244,14 +257,18 @@ fn main() -> ExitCode {
                     quick,
                 }
             };
-            if target == Target::Http {
+            if target != Target::Echo {
                 if skip_memory || skip_syscalls || skip_instructions {
                     eprintln!(
                         "error: --skip-memory, --skip-syscalls and --skip-instructions are for echo"
                     );
                     return ExitCode::FAILURE;
                 }
-                let written = http::run(runs, command);
+                let written = if target == Target::Http {
+                    http::run(runs, command)
+                } else {
+                    http::https::run(runs, command)
+                };
                 return report_written(written);
             }
             let settings = if quick {

@@ -17,6 +17,7 @@
 //! 2xx or 3xx) yields no figure: the tables list it, with wrk's counts.
 
 mod goals;
+pub mod https;
 mod nginx;
 mod report;
 pub mod tools;
@@ -58,6 +59,8 @@ pub struct HttpLoad {
     pub connections: u32,
     /// Requests per write: 1 is plain keep-alive, more is pipelined.
     pub pipeline: u32,
+    /// Each request closes its connection (`Connection: close`).
+    pub close: bool,
 }
 
 impl HttpLoad {
@@ -72,6 +75,9 @@ impl HttpLoad {
         if self.pipeline > 1 {
             label.push_str(&format!(", pipelined {}", self.pipeline));
         }
+        if self.close {
+            label.push_str(", Connection: close");
+        }
         label
     }
 }
@@ -83,24 +89,28 @@ pub const LOADS: [HttpLoad; 4] = [
         file_bytes: SMALL_FILE.1.len() as u64,
         connections: 50,
         pipeline: 1,
+        close: false,
     },
     HttpLoad {
         file: SMALL_FILE.0,
         file_bytes: SMALL_FILE.1.len() as u64,
         connections: 500,
         pipeline: 1,
+        close: false,
     },
     HttpLoad {
         file: LARGE_FILE,
         file_bytes: LARGE_FILE_BYTES,
         connections: 50,
         pipeline: 1,
+        close: false,
     },
     HttpLoad {
         file: SMALL_FILE.0,
         file_bytes: SMALL_FILE.1.len() as u64,
         connections: 50,
         pipeline: PIPELINE_DEPTH,
+        close: false,
     },
 ];
 
@@ -251,7 +261,20 @@ pub fn run(settings: RunSettings, command: String) -> Result<PathBuf, String> {
             }
             let pipeline =
                 (point.load.pipeline > 1).then_some((script.as_path(), point.load.pipeline));
-            measure(&mut server, &wrk, point.load, pipeline, &settings, round).map_err(Failure::Run)
+            let target = Target {
+                url: format!("http://127.0.0.1:{}/{}", server.port, point.load.file),
+                close: false,
+            };
+            measure(
+                &mut server,
+                &wrk,
+                &target,
+                point.load,
+                pipeline,
+                &settings,
+                round,
+            )
+            .map_err(Failure::Run)
         },
     );
     for point in &mut points {
@@ -337,7 +360,7 @@ fn start(
     let port = free_port().map_err(|e| format!("finding a free port: {e}"))?;
     let command_line = match kind {
         HttpServer::Nginx => {
-            nginx::command_line(nginx_binary.as_ref()?, &dirs.nginx, &dirs.root, port)?
+            nginx::command_line(nginx_binary.as_ref()?, &dirs.nginx, &dirs.root, port, None)?
         }
         HttpServer::Evloop | HttpServer::EvloopUring => evloop_serve(
             evloop.as_ref()?,
@@ -355,21 +378,30 @@ fn start(
     RunningServer::start_command(&command_line, Some(SERVER_CPU), port, log, START_TIMEOUT)
 }
 
+/// What wrk asks for: a URL, and whether each request closes its
+/// connection.
+struct Target {
+    url: String,
+    close: bool,
+}
+
 /// A warm-up wrk run, then the measured one, with the server's CPU time
 /// read around the measured one.
 fn measure(
     server: &mut RunningServer,
     wrk: &Path,
+    target: &Target,
     load: HttpLoad,
     pipeline: Option<(&Path, u32)>,
     settings: &RunSettings,
     round: usize,
 ) -> Result<Run, String> {
     let run = |seconds: Duration| WrkRun {
-        url: format!("http://127.0.0.1:{}/{}", server.port, load.file),
+        url: target.url.clone(),
         connections: load.connections,
         seconds: seconds.as_secs(),
         pipeline,
+        close: target.close,
     };
     let (warm, _) = run(settings.warmup).run(wrk)?;
     if let Some(errors) = warm.errors() {

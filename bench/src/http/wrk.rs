@@ -21,10 +21,15 @@ pub struct WrkRun<'a> {
     pub seconds: u64,
     /// The pipelining script and its depth, if requests are pipelined.
     pub pipeline: Option<(&'a Path, u32)>,
+    /// Every request asks for its connection to be closed after the
+    /// response (`-H 'Connection: close'`): a new connection, and over
+    /// HTTPS a new handshake, per request.
+    pub close: bool,
 }
 
 impl WrkRun<'_> {
-    /// `wrk -t1 -cN -dSs --latency [-s SCRIPT] URL [-- DEPTH]`.
+    /// `wrk -t1 -cN -dSs --latency [-H 'Connection: close'] [-s SCRIPT]
+    /// URL [-- DEPTH]`.
     pub fn command_line(&self, wrk: &Path) -> Vec<String> {
         let mut line = vec![
             wrk.display().to_string(),
@@ -33,6 +38,9 @@ impl WrkRun<'_> {
             format!("-d{}s", self.seconds),
             "--latency".into(),
         ];
+        if self.close {
+            line.extend(["-H".into(), "Connection: close".into()]);
+        }
         if let Some((script, _)) = self.pipeline {
             line.extend(["-s".into(), script.display().to_string()]);
         }
@@ -299,6 +307,7 @@ Transfer/sec:     22.07MB
             connections: 50,
             seconds: 2,
             pipeline: Some((script, 16)),
+            close: false,
         };
         assert_eq!(
             run.command_line(Path::new("/usr/bin/wrk")).join(" "),
@@ -312,6 +321,24 @@ Transfer/sec:     22.07MB
         assert_eq!(
             plain.command_line(Path::new("wrk")).join(" "),
             "wrk -t1 -c50 -d2s --latency http://127.0.0.1:8080/hello.txt"
+        );
+        let closing = WrkRun {
+            url: "https://127.0.0.1:8443/hello.txt".into(),
+            close: true,
+            ..plain
+        };
+        assert_eq!(
+            closing.command_line(Path::new("wrk")),
+            [
+                "wrk",
+                "-t1",
+                "-c50",
+                "-d2s",
+                "--latency",
+                "-H",
+                "Connection: close",
+                "https://127.0.0.1:8443/hello.txt"
+            ]
         );
     }
 }

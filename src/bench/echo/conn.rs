@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use super::payload::Payload;
+use super::tls::Handshake;
 
 /// Where the first wrong byte of a message was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +27,9 @@ pub trait Completions {
     /// A message queued at `sent_at` came back whole at `now`; `mismatch` is
     /// its first wrong byte, if any.
     fn complete(&mut self, sent_at: Instant, now: Instant, mismatch: Option<Mismatch>);
+
+    /// A TLS handshake completed at `now` (`--tls` only).
+    fn handshake(&mut self, handshake: Handshake, now: Instant);
 }
 
 /// The bookkeeping of one connection, whatever moves its bytes: which
@@ -107,6 +111,21 @@ impl Conn {
         self.write_offset = done % payload.size();
     }
 
+    /// Messages echoed whole so far.
+    pub fn completed(&self) -> u64 {
+        self.received
+    }
+
+    /// Stamps the messages queued and not sent yet `now`: with a new
+    /// connection per request, a message waits from the moment its
+    /// connection is opened.
+    pub fn restamp_unsent(&mut self, now: Instant) {
+        for message in self.written..self.queued {
+            let slot = self.slot(message);
+            self.sent_at[slot] = now;
+        }
+    }
+
     /// Bytes sent and not echoed yet: what a correct server still owes.
     pub fn outstanding(&self, payload: &Payload) -> u64 {
         let size = payload.size() as u64;
@@ -161,17 +180,22 @@ impl Conn {
 pub(super) mod tests {
     use super::*;
 
-    /// Completions counted, and their mismatches.
+    /// Completions counted, their mismatches, and handshakes.
     #[derive(Default)]
     pub struct Recorded {
         pub complete: usize,
         pub mismatches: Vec<Mismatch>,
+        pub handshakes: Vec<Handshake>,
     }
 
     impl Completions for Recorded {
         fn complete(&mut self, _: Instant, _: Instant, mismatch: Option<Mismatch>) {
             self.complete += 1;
             self.mismatches.extend(mismatch);
+        }
+
+        fn handshake(&mut self, handshake: Handshake, _: Instant) {
+            self.handshakes.push(handshake);
         }
     }
 

@@ -77,12 +77,14 @@ mod conn;
 mod epoll;
 mod payload;
 mod report;
+mod tls;
 #[cfg(target_os = "linux")]
 mod uring;
 mod worker;
 
 use std::io::Write as _;
 use std::net::ToSocketAddrs;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Barrier;
 use std::thread;
@@ -90,6 +92,7 @@ use std::time::Duration;
 
 use evloop::{Address, Driver};
 use report::Summary;
+use tls::{TlsPlan, Trust};
 use worker::{Io, Plan, Tally};
 
 /// The largest message: bigger ones measure memory copies, not the server.
@@ -135,12 +138,46 @@ pub struct EchoArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+    /// Speak TLS (rustls on ring; TLS 1.3 or 1.2, as the server chooses):
+    /// every message is encrypted, and the handshakes are reported. Needs
+    /// --ca or --insecure.
+    #[arg(long)]
+    tls: bool,
+    /// With --tls: trust the certificates of this PEM file as roots.
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    ca: Option<PathBuf>,
+    /// With --tls: accept any certificate (the handshake's signatures are
+    /// still checked).
+    #[arg(long, requires = "tls", conflicts_with = "ca")]
+    insecure: bool,
+    /// With --tls: the server name sent and checked against the
+    /// certificate (default: the target's host; localhost for a Unix
+    /// socket).
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    sni: Option<String>,
+    /// With --tls: open a new connection, with a full handshake, for each
+    /// request and close it once the echo is back, reporting handshakes/s;
+    /// one message per connection (no --pipeline).
+    #[arg(long, requires = "tls", conflicts_with = "pipeline")]
+    new_connection: bool,
+    /// With --tls: resume sessions (TLS 1.3 tickets, 1.2 session IDs or
+    /// tickets) across a thread's connections; off by default, so that
+    /// --new-connection measures full handshakes.
+    #[arg(long, requires = "tls")]
+    resume: bool,
 }
 
 /// Runs the load, prints the report, and fails if anything went wrong.
 pub fn run(args: EchoArgs) -> ExitCode {
     let target = match resolve(&args.target) {
         Ok(target) => target,
+        Err(message) => {
+            say!("error: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let tls = match tls_plan(&args) {
+        Ok(tls) => tls,
         Err(message) => {
             say!("error: {message}");
             return ExitCode::FAILURE;
@@ -161,6 +198,7 @@ pub fn run(args: EchoArgs) -> ExitCode {
         warmup: args.warmup,
         duration: args.duration,
         connect_timeout: args.connect_timeout,
+        tls,
     };
     let threads = args.threads.min(args.connections) as usize;
     let tally = match load(&plan, args.connections, threads) {
@@ -223,6 +261,38 @@ fn choose_io(wanted: Driver) -> Result<Io, String> {
     }
 }
 
+/// The TLS plan of `--tls` and its options, if TLS is asked for.
+fn tls_plan(args: &EchoArgs) -> Result<Option<TlsPlan>, String> {
+    if !args.tls {
+        return Ok(None);
+    }
+    let trust = match (&args.ca, args.insecure) {
+        (Some(file), _) => Trust::Roots(file.clone()),
+        (None, true) => Trust::Anything,
+        (None, false) => {
+            return Err(
+                "--tls needs --ca FILE (the roots to check the certificate against) or --insecure"
+                    .to_string(),
+            );
+        }
+    };
+    let server_name = match &args.sni {
+        Some(name) => name.clone(),
+        None => target_host(&args.target).to_string(),
+    };
+    TlsPlan::new(&trust, &server_name, args.new_connection, args.resume).map(Some)
+}
+
+/// The host part of `--target`: `HOST` of `HOST:PORT` (`[::1]:443` gives
+/// `::1`), `localhost` for a Unix socket.
+fn target_host(target: &str) -> &str {
+    if target.starts_with("unix:") {
+        return "localhost";
+    }
+    let host = target.rsplit_once(':').map_or(target, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
 fn resolve(target: &str) -> Result<Address, String> {
     if target.starts_with("unix:") {
         return target
@@ -265,4 +335,17 @@ fn load(plan: &Plan, connections: u32, threads: usize) -> Result<Tally, String> 
         }
     }
     total.ok_or_else(|| "no load thread ran".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::target_host;
+
+    #[test]
+    fn the_server_name_defaults_to_the_target_s_host() {
+        assert_eq!(target_host("127.0.0.1:8443"), "127.0.0.1");
+        assert_eq!(target_host("[::1]:8443"), "::1");
+        assert_eq!(target_host("example.test:443"), "example.test");
+        assert_eq!(target_host("unix:/run/echo.sock"), "localhost");
+    }
 }

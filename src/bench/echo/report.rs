@@ -41,6 +41,17 @@ impl Summary {
         }
     }
 
+    /// TLS handshakes completed per measured second; 0 as for
+    /// [`requests_per_sec`](Self::requests_per_sec).
+    pub fn handshakes_per_sec(&self) -> f64 {
+        let seconds = self.plan.duration.as_secs_f64();
+        if seconds > 0.0 {
+            self.tally.handshakes as f64 / seconds
+        } else {
+            0.0
+        }
+    }
+
     /// Measured payload throughput in one direction, in MiB/s.
     pub fn mib_per_sec(&self) -> f64 {
         self.requests_per_sec() * self.plan.size as f64 / (1024.0 * 1024.0)
@@ -48,6 +59,10 @@ impl Summary {
 
     fn latency_at(&self, percentile: f64) -> Duration {
         Duration::from_nanos(self.tally.latency.value_at_percentile(percentile))
+    }
+
+    fn handshake_latency_at(&self, percentile: f64) -> Duration {
+        Duration::from_nanos(self.tally.handshake_latency.value_at_percentile(percentile))
     }
 
     /// The human-readable table.
@@ -85,6 +100,32 @@ impl Summary {
         }
         let max = Duration::from_nanos(t.latency.max());
         let _ = writeln!(out, " max {}", human_latency(max));
+        if let Some(tls) = &plan.tls {
+            let (version, suite) = t.negotiated.unwrap_or(("no handshake", "-"));
+            let _ = writeln!(
+                out,
+                "tls          {version} {suite}, {}; {:.0} handshakes/s   ({} measured, {} in all, {} resumed)",
+                if tls.new_connection {
+                    "a new connection per request"
+                } else {
+                    "keep-alive"
+                },
+                self.handshakes_per_sec(),
+                t.handshakes,
+                t.handshakes_total,
+                t.handshakes_resumed,
+            );
+            out.push_str("handshake   ");
+            for (name, percentile) in PERCENTILES {
+                let _ = write!(
+                    out,
+                    " {name} {}  ",
+                    human_latency(self.handshake_latency_at(percentile))
+                );
+            }
+            let max = Duration::from_nanos(t.handshake_latency.max());
+            let _ = writeln!(out, " max {}", human_latency(max));
+        }
         let _ = writeln!(
             out,
             "errors       connect {}   i/o {}   mismatches {}",
@@ -114,6 +155,41 @@ impl Summary {
             micros(Duration::from_nanos(t.latency.max())),
             t.latency.mean() / 1000.0
         );
+        let mut tls = String::from("\"tls\":false");
+        if let Some(plan_tls) = &plan.tls {
+            let mut handshake_latency = String::new();
+            for (name, percentile) in PERCENTILES {
+                let _ = write!(
+                    handshake_latency,
+                    "\"{name}\":{:.3},",
+                    micros(self.handshake_latency_at(percentile))
+                );
+            }
+            let _ = write!(
+                handshake_latency,
+                "\"max\":{:.3},\"mean\":{:.3}",
+                micros(Duration::from_nanos(t.handshake_latency.max())),
+                t.handshake_latency.mean() / 1000.0
+            );
+            let (version, suite) = t.negotiated.unwrap_or(("", ""));
+            tls = format!(
+                concat!(
+                    "\"tls\":true,\"new_connection\":{new_connection},",
+                    "\"tls_version\":\"{version}\",\"cipher_suite\":\"{suite}\",",
+                    "\"handshakes\":{handshakes},\"handshakes_total\":{total},",
+                    "\"handshakes_resumed\":{resumed},\"handshakes_per_sec\":{rate:.1},",
+                    "\"handshake_latency_us\":{{{handshake_latency}}}"
+                ),
+                new_connection = plan_tls.new_connection,
+                handshakes = t.handshakes,
+                total = t.handshakes_total,
+                resumed = t.handshakes_resumed,
+                rate = self.handshakes_per_sec(),
+                version = version,
+                suite = suite,
+                handshake_latency = handshake_latency,
+            );
+        }
         format!(
             concat!(
                 "{{\"target\":\"{target}\",\"connections\":{connections},\"connected\":{connected},",
@@ -121,7 +197,7 @@ impl Summary {
                 "\"warmup_s\":{warmup},\"duration_s\":{duration},",
                 "\"requests\":{requests},\"requests_total\":{requests_total},",
                 "\"requests_per_sec\":{rps:.1},\"mib_per_sec\":{mibps:.3},",
-                "\"latency_us\":{{{latency}}},",
+                "\"latency_us\":{{{latency}}},{tls},",
                 "\"connect_errors\":{connect_errors},\"io_errors\":{io_errors},",
                 "\"mismatches\":{mismatches},\"passed\":{passed}}}"
             ),
@@ -139,6 +215,7 @@ impl Summary {
             rps = self.requests_per_sec(),
             mibps = self.mib_per_sec(),
             latency = latency,
+            tls = tls,
             connect_errors = t.connect_errors,
             io_errors = t.io_errors,
             mismatches = t.mismatches,
@@ -212,6 +289,7 @@ mod tests {
                 warmup: Duration::ZERO,
                 duration: Duration::from_millis(500),
                 connect_timeout: Duration::from_secs(1),
+                tls: None,
             },
             connections: 2,
             threads: 1,

@@ -13,6 +13,15 @@
 //! On the readiness driver the same batch costs a `read` and a `write` per
 //! connection.
 //!
+//! With `--tls`, each connection's [`Session`] sits between the ring and
+//! the echo check: received bytes are decrypted from the provided buffer
+//! into a buffer of the thread's and checked; the send buffer carries the
+//! session's records. With `--new-connection`, receives are one per
+//! submission, so that once a connection's message is back and its
+//! `close_notify` sent nothing of it is in flight: its socket closes then,
+//! and the next one is connected in its place (a blocking connect: the ring
+//! has no connect operation; on loopback it returns at once).
+//!
 //! A receive that ends (the kernel's choice, or `ENOBUFS` when the buffers
 //! ran out) is submitted again at the end of the batch, once the batch's
 //! buffers are back, so it never spins. A connection that fails is
@@ -30,7 +39,8 @@ use socket2::Socket;
 
 use super::conn::Conn;
 use super::payload::Payload;
-use super::worker::{Driver, Plan, Tally};
+use super::tls::Session;
+use super::worker::{Driver, Plan, Tally, connect};
 
 /// The most completions taken per wait.
 const COMPLETIONS_PER_WAIT: usize = 1024;
@@ -56,6 +66,21 @@ struct Link {
     output: Option<Vec<u8>>,
     /// A receive is in flight.
     recv_armed: bool,
+    /// The TLS session (`--tls`).
+    session: Option<Session>,
+    /// Messages completed when the connection was opened.
+    opened_at: u64,
+    /// Its message is back (`--new-connection`): once nothing is in
+    /// flight, the connection is replaced.
+    retiring: bool,
+}
+
+impl Link {
+    /// Whether the connection's TLS handshake is under way: a failure now
+    /// is one to connect.
+    fn handshaking(&self) -> bool {
+        self.session.as_ref().is_some_and(|s| !s.handshaken())
+    }
 }
 
 /// The ring's sizes for `connections` connections of `plan`: room for a
@@ -82,7 +107,7 @@ impl Driver for Completion {
     fn open(plan: &Plan, connections: usize) -> io::Result<Self> {
         Ok(Completion {
             ring: Ring::new(ring_config(plan, connections))?,
-            oneshot: plan.target.inet().is_none(),
+            oneshot: plan.target.inet().is_none() || plan.new_connection(),
         })
     }
 
@@ -101,14 +126,28 @@ impl Driver for Completion {
         until: Instant,
     ) -> io::Result<()> {
         let capacity = (plan.size * plan.pipeline).min(SEND_LIMIT);
+        let started = Instant::now();
         let links: Vec<Option<Link>> = conns
             .into_iter()
             .map(|(socket, conn)| {
+                let session = match &plan.tls {
+                    Some(tls) => match Session::new(tls, started) {
+                        Ok(session) => Some(session),
+                        Err(e) => {
+                            tally.lost(&plan.target, &e, true);
+                            return None;
+                        }
+                    },
+                    None => None,
+                };
                 Some(Link {
                     socket,
+                    opened_at: conn.completed(),
                     conn,
                     output: Some(Vec::with_capacity(capacity)),
                     recv_armed: false,
+                    session,
+                    retiring: false,
                 })
             })
             .collect();
@@ -124,6 +163,12 @@ impl Driver for Completion {
             rearm: tokens.clone().collect(),
             to_send: tokens.collect(),
             closed: Vec::new(),
+            scratch: Vec::new(),
+            plain: if plan.tls.is_some() {
+                vec![0; SEND_LIMIT]
+            } else {
+                Vec::new()
+            },
         };
         let mut completions = Vec::with_capacity(COMPLETIONS_PER_WAIT);
         let result = loop {
@@ -184,6 +229,10 @@ struct Run<'a> {
     to_send: Vec<u32>,
     /// The sockets of failed connections, kept open until the ring is gone.
     closed: Vec<Socket>,
+    /// Gathers plaintext for TLS sessions.
+    scratch: Vec<u8>,
+    /// Where TLS sessions decrypt received records.
+    plain: Vec<u8>,
 }
 
 impl Run<'_> {
@@ -210,6 +259,27 @@ impl Run<'_> {
             let Some(link) = link(&mut self.links, token) else {
                 continue;
             };
+            if let Some(session) = &mut link.session {
+                // None: a send is in flight; its completion sends the rest.
+                let Some(mut output) = link.output.take() else {
+                    continue;
+                };
+                output.clear();
+                // A retiring connection's next message waits for the next
+                // connection: only its `close_notify` goes out.
+                let conn = (!link.retiring).then_some(&mut link.conn);
+                let sealed = seal(session, conn, payload, &mut self.scratch, &mut output);
+                if output.is_empty() || sealed.is_err() {
+                    link.output = Some(output);
+                    if let Err(e) = sealed {
+                        self.close(token, e);
+                    }
+                    continue;
+                }
+                let fd = link.socket.as_fd();
+                self.ring.send(fd, output, 0, token)?;
+                continue;
+            }
             if !link.conn.has_unsent() {
                 continue;
             }
@@ -230,24 +300,56 @@ impl Run<'_> {
     fn received(&mut self, done: &Done) {
         let token = done.token();
         let ended = !done.more();
+        let mut failed = None;
         if let Some((id, bytes)) = self.ring.received(done) {
             let now = Instant::now();
             if let Some(Some(link)) = self.links.get_mut(token as usize)
                 && !bytes.is_empty()
             {
-                link.conn.check(self.payload, bytes, now, &mut *self.tally);
+                match &mut link.session {
+                    None => link.conn.check(self.payload, bytes, now, &mut *self.tally),
+                    Some(session) => {
+                        failed = session
+                            .receive(
+                                bytes,
+                                &mut link.conn,
+                                self.payload,
+                                &mut self.plain,
+                                now,
+                                &mut *self.tally,
+                            )
+                            .err();
+                        if session.wants_write() {
+                            self.to_send.push(token);
+                        }
+                    }
+                }
                 if link.conn.has_unsent() {
                     self.to_send.push(token);
                 }
             }
             self.ring.recycle(id);
         }
+        if let Some(e) = failed {
+            self.close(token, e);
+            return;
+        }
+        let new_connection = self.plan.new_connection();
         let Some(link) = link(&mut self.links, token) else {
             return;
         };
         if ended {
             link.recv_armed = false;
         }
+        if new_connection && !link.retiring && link.conn.completed() > link.opened_at {
+            // The message is back: say goodbye, and stop receiving.
+            link.retiring = true;
+            if let Some(session) = &mut link.session {
+                session.close();
+            }
+            self.to_send.push(token);
+        }
+        let retiring = link.retiring;
         match done.result() {
             Ok(0) => self.close(
                 token,
@@ -256,6 +358,7 @@ impl Run<'_> {
                     "the server closed the connection",
                 ),
             ),
+            Ok(_) if retiring => self.reopen_when_idle(token),
             Ok(_) => {
                 if ended {
                     self.rearm.push(token);
@@ -271,21 +374,82 @@ impl Run<'_> {
     /// was queued meanwhile goes next.
     fn sent(&mut self, done: &Done) {
         let token = done.token();
-        let Some((output, _)) = self.ring.take_sent(done) else {
+        let Some((output, start)) = self.ring.take_sent(done) else {
             return;
         };
         let payload = self.payload;
         let Some(link) = link(&mut self.links, token) else {
             return;
         };
-        link.output = Some(output);
         match done.result() {
-            Ok(0) => self.close(token, io::ErrorKind::WriteZero.into()),
+            Ok(0) => {
+                link.output = Some(output);
+                self.close(token, io::ErrorKind::WriteZero.into());
+            }
+            // The session's records, of which the rest goes out at once
+            // (the session counted the plaintext as sent when it took it).
+            Ok(n) if link.session.is_some() => {
+                let sent = start + n as usize;
+                if sent < output.len() {
+                    let fd = link.socket.as_fd();
+                    if let Err(e) = self.ring.send(fd, output, sent, token) {
+                        self.close(token, e);
+                    }
+                    return;
+                }
+                link.output = Some(output);
+                let session = link.session.as_ref().expect("a TLS connection");
+                if session.wants_write() || link.conn.has_unsent() {
+                    self.to_send.push(token);
+                }
+                if link.retiring {
+                    self.reopen_when_idle(token);
+                }
+            }
             Ok(n) => {
+                link.output = Some(output);
                 link.conn.sent(payload, n as usize);
                 if link.conn.has_unsent() {
                     self.to_send.push(token);
                 }
+            }
+            Err(e) => {
+                link.output = Some(output);
+                self.close(token, e);
+            }
+        }
+    }
+
+    /// Replaces the retiring connection `token` with a new one once nothing
+    /// of it is in flight or waiting: its socket closes, the next one
+    /// connects (blocking; a failure counts as one to connect), and its
+    /// message, stamped now, goes out behind the new `ClientHello`.
+    fn reopen_when_idle(&mut self, token: u32) {
+        let Some(tls) = &self.plan.tls else {
+            return;
+        };
+        let Some(link) = link(&mut self.links, token) else {
+            return;
+        };
+        let waiting = link.session.as_ref().is_some_and(Session::wants_write);
+        if link.recv_armed || link.output.is_none() || waiting {
+            return;
+        }
+        let now = Instant::now();
+        let connected = Session::new(tls, now).and_then(|session| {
+            // The new session first: a failure to connect counts as one.
+            link.session = Some(session);
+            connect(&self.plan.target, self.plan.connect_timeout)
+        });
+        match connected {
+            Ok(socket) => {
+                // Nothing of the old socket is in flight: it closes here.
+                link.socket = socket;
+                link.retiring = false;
+                link.opened_at = link.conn.completed();
+                link.conn.restamp_unsent(now);
+                self.rearm.push(token);
+                self.to_send.push(token);
             }
             Err(e) => self.close(token, e),
         }
@@ -296,13 +460,36 @@ impl Run<'_> {
         let Some(link) = self.links.get_mut(token as usize).and_then(Option::take) else {
             return;
         };
-        self.tally.io_error(&self.plan.target, &error);
+        self.tally
+            .lost(&self.plan.target, &error, link.handshaking());
         if (link.recv_armed || link.output.is_none())
             && let Err(e) = self.ring.cancel_fd(link.socket.as_fd(), token)
         {
             say!("error: cancelling connection {token}'s operations: {e}");
         }
         self.closed.push(link.socket);
+    }
+}
+
+/// Hands `conn`'s queued plaintext (if a connection is given) to `session`
+/// and appends the records that wait to `output`, up to about
+/// [`SEND_LIMIT`] bytes.
+fn seal(
+    session: &mut Session,
+    mut conn: Option<&mut Conn>,
+    payload: &Payload,
+    scratch: &mut Vec<u8>,
+    output: &mut Vec<u8>,
+) -> io::Result<()> {
+    loop {
+        if let Some(conn) = conn.as_deref_mut() {
+            session.encrypt(conn, payload, scratch)?;
+        }
+        if !session.wants_write() || output.len() >= SEND_LIMIT {
+            return Ok(());
+        }
+        // Taking records makes room in rustls's buffer: more plaintext fits.
+        session.write_tls(output)?;
     }
 }
 
@@ -322,6 +509,7 @@ mod tests {
             warmup: Duration::ZERO,
             duration: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
+            tls: None,
         }
     }
 

@@ -15,6 +15,7 @@ use socket2::{SockAddr, Socket, Type};
 use super::conn::{Completions, Conn, Mismatch};
 use super::epoll::Readiness;
 use super::payload::Payload;
+use super::tls::{Handshake, TlsPlan};
 
 /// Problems printed per thread and kind; the rest are only counted.
 const PRINTED_PER_KIND: u64 = 5;
@@ -60,14 +61,24 @@ pub struct Plan {
     pub duration: Duration,
     /// How long one connect may take.
     pub connect_timeout: Duration,
+    /// TLS (`--tls`), if spoken.
+    pub tls: Option<TlsPlan>,
+}
+
+impl Plan {
+    /// Whether each request opens a new connection (`--new-connection`).
+    pub fn new_connection(&self) -> bool {
+        self.tls.as_ref().is_some_and(|tls| tls.new_connection)
+    }
 }
 
 /// What one thread measured.
 #[derive(Debug)]
 pub struct Tally {
-    /// Connections established.
+    /// Connections established (with TLS: whose handshake completed).
     pub connected: u64,
-    /// Connections that could not be established.
+    /// Connections that could not be established (with TLS: whose TCP
+    /// connect or handshake failed).
     pub connect_errors: u64,
     /// Connections lost to an I/O error or closed by the server.
     pub io_errors: u64,
@@ -79,6 +90,17 @@ pub struct Tally {
     pub requests_total: u64,
     /// Latency of the measured messages, in nanoseconds.
     pub latency: Histogram<u64>,
+    /// TLS handshakes completed in the measured window.
+    pub handshakes: u64,
+    /// TLS handshakes completed in all, warm-up included.
+    pub handshakes_total: u64,
+    /// Of those, the ones that resumed a session.
+    pub handshakes_resumed: u64,
+    /// Latency of the measured handshakes, in nanoseconds: from the
+    /// session's start (its `ClientHello` queued) to its completion.
+    pub handshake_latency: Histogram<u64>,
+    /// The protocol version and cipher suite of a handshake.
+    pub negotiated: Option<(&'static str, &'static str)>,
     measure_from: Instant,
     measure_until: Instant,
 }
@@ -93,8 +115,12 @@ impl Tally {
             mismatches: 0,
             requests: 0,
             requests_total: 0,
-            latency: Histogram::new_with_bounds(1, MAX_LATENCY_NANOS, 3)
-                .expect("constant histogram bounds are valid"),
+            latency: latency_histogram(),
+            handshakes: 0,
+            handshakes_total: 0,
+            handshakes_resumed: 0,
+            handshake_latency: latency_histogram(),
+            negotiated: None,
             measure_from,
             measure_until,
         }
@@ -111,6 +137,31 @@ impl Tally {
         self.latency
             .add(&other.latency)
             .expect("histograms with the same bounds add up");
+        self.handshakes += other.handshakes;
+        self.handshakes_total += other.handshakes_total;
+        self.handshakes_resumed += other.handshakes_resumed;
+        self.handshake_latency
+            .add(&other.handshake_latency)
+            .expect("histograms with the same bounds add up");
+        self.negotiated = self.negotiated.or(other.negotiated);
+    }
+
+    /// Counts a connection lost to `error`: before its TLS handshake
+    /// completed (`handshaking`) as one that could not be established,
+    /// after it as an I/O error. Prints the first few.
+    pub fn lost(&mut self, target: &Address, error: &io::Error, handshaking: bool) {
+        if handshaking {
+            self.connect_errors += 1;
+            if self.connect_errors <= PRINTED_PER_KIND {
+                say!("error: TLS handshake with {target}: {error}");
+            }
+        } else {
+            self.io_error(target, error);
+        }
+    }
+
+    fn in_window(&self, now: Instant) -> bool {
+        now >= self.measure_from && now < self.measure_until
     }
 
     /// Counts a connection lost to `error`, printing the first few.
@@ -125,7 +176,7 @@ impl Tally {
 impl Completions for Tally {
     fn complete(&mut self, sent_at: Instant, now: Instant, mismatch: Option<Mismatch>) {
         self.requests_total += 1;
-        if now >= self.measure_from && now < self.measure_until {
+        if self.in_window(now) {
             self.requests += 1;
             let nanos = now.duration_since(sent_at).as_nanos();
             self.latency
@@ -145,6 +196,26 @@ impl Completions for Tally {
             }
         }
     }
+
+    fn handshake(&mut self, handshake: Handshake, now: Instant) {
+        self.connected += 1;
+        self.handshakes_total += 1;
+        self.handshakes_resumed += u64::from(handshake.resumed);
+        self.negotiated.get_or_insert(handshake.negotiated);
+        if self.in_window(now) {
+            self.handshakes += 1;
+            let nanos = now.duration_since(handshake.started).as_nanos();
+            self.handshake_latency
+                .saturating_record(nanos.try_into().unwrap_or(MAX_LATENCY_NANOS).max(1));
+        }
+    }
+}
+
+/// An empty histogram of latencies in nanoseconds, up to
+/// [`MAX_LATENCY_NANOS`].
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_NANOS, 3)
+        .expect("constant histogram bounds are valid")
 }
 
 /// What moves a load thread's bytes: the readiness driver
@@ -199,7 +270,11 @@ fn run_on<D: Driver>(
     let measure_from = started + plan.warmup;
     let measure_until = measure_from + plan.duration;
     let mut tally = Tally::new(measure_from, measure_until);
-    tally.connected = sockets.len() as u64;
+    // With TLS, a connection counts as established once its handshake
+    // completes (see `Tally::handshake`).
+    if plan.tls.is_none() {
+        tally.connected = sockets.len() as u64;
+    }
     tally.connect_errors = connect_errors;
     let conns = sockets
         .into_iter()
@@ -241,10 +316,33 @@ fn connect_all<D: Driver>(plan: &Plan, ids: impl Iterator<Item = u64>) -> io::Re
     Ok((driver, sockets, connect_errors))
 }
 
+/// A non-blocking TCP socket whose connect to `target` is under way (or
+/// done): its completion is the first writable event. Over TCP with
+/// Nagle's algorithm off. A Unix socket target is connected at once
+/// (within `timeout`).
+pub fn connect_nonblocking(target: &Address, timeout: Duration) -> io::Result<Socket> {
+    let Address::Inet(address) = target else {
+        let socket = connect(target, timeout)?;
+        socket.set_nonblocking(true)?;
+        return Ok(socket);
+    };
+    let address = SockAddr::from(*address);
+    let socket = Socket::new(address.domain(), Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    socket.set_tcp_nodelay(true)?;
+    match socket.connect(&address) {
+        Ok(()) => Ok(socket),
+        Err(e) if rustix::io::Errno::from_io_error(&e) == Some(rustix::io::Errno::INPROGRESS) => {
+            Ok(socket)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// A connected stream socket, in blocking mode (the driver's `prepare`
 /// changes that if it must); over TCP with Nagle's algorithm off (small
 /// messages must go out at once).
-fn connect(target: &Address, timeout: Duration) -> io::Result<Socket> {
+pub fn connect(target: &Address, timeout: Duration) -> io::Result<Socket> {
     let address = match target {
         Address::Inet(addr) => SockAddr::from(*addr),
         Address::Unix(path) => SockAddr::unix(path)?,
