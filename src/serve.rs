@@ -366,7 +366,7 @@ pub fn run(args: ServeArgs, log: &LogQueue) -> ExitCode {
         }
     };
     let proxy = proxy.as_ref();
-    let tls = match args.tls.resolve() {
+    let tls = match args.tls.resolve(&args.listen) {
         Ok(tls) => tls,
         Err(message) => {
             say!("evloop: {message}");
@@ -524,7 +524,8 @@ fn serve<S: Service>(
     built: impl FnOnce(String, usize),
 ) -> ExitCode {
     let Some(tls) = tls else {
-        return serve_layers(builder, service, name, proxy, None, metrics, built);
+        let plain = |service, _: &[Address]| service;
+        return serve_layers(builder, (service, plain), name, proxy, None, metrics, built);
     };
     let layer = match tls.wrap(service, name) {
         Ok(layer) => layer,
@@ -550,17 +551,20 @@ fn serve<S: Service>(
         metrics.sources.push(Box::new(metrics::tls(stats.clone())));
         metrics
     });
-    serve_layers(builder, layer, name, proxy, Some(stats), metrics, built)
+    let restrict = |layer, bound: &[Address]| tls.restrict(layer, bound);
+    let tls = Some((tls, stats));
+    serve_layers(builder, (layer, restrict), name, proxy, tls, metrics, built)
 }
 
-/// Builds the server around `service` (behind TLS if `tls` counts it),
-/// behind the PROXY protocol if asked, and runs it.
-fn serve_layers<S: Service>(
+/// Builds the server around `service` (behind TLS if `tls` says so, then
+/// `restricted` to its listeners once they are bound), behind the PROXY
+/// protocol if asked, and runs it.
+fn serve_layers<'a, S: Service>(
     builder: ServerBuilder,
-    service: S,
-    name: &str,
-    proxy: Option<&Proxy>,
-    tls: Option<TlsStats>,
+    (service, restricted): (S, impl FnOnce(S, &[Address]) -> S),
+    name: &'a str,
+    proxy: Option<&'a Proxy>,
+    tls: Option<(&'a TlsSetup, TlsStats)>,
     metrics: Option<Metrics>,
     built: impl FnOnce(String, usize),
 ) -> ExitCode {
@@ -583,11 +587,12 @@ fn serve_layers<S: Service>(
         tls,
     };
     let Some(proxy) = proxy else {
-        return started.run(builder.build(service), None, built);
+        let server = builder.build_with(|bound| restricted(service, bound));
+        return started.run(server, None, built);
     };
     let mut stats = None;
     let server = builder.build_with(|bound| {
-        let layer = proxy.wrap(service, bound);
+        let layer = proxy.wrap(restricted(service, bound), bound);
         stats = Some(layer.stats());
         layer
     });
@@ -601,7 +606,7 @@ struct Started<'a> {
     restarter: Option<Restarter>,
     metrics: Option<Metrics>,
     /// The TLS layer's counters, if it serves behind one.
-    tls: Option<TlsStats>,
+    tls: Option<(&'a TlsSetup, TlsStats)>,
 }
 
 impl Started<'_> {
@@ -644,16 +649,17 @@ impl Started<'_> {
         let pid = std::process::id();
         for (i, addr) in server.local_addrs().iter().enumerate() {
             let proxied = proxy.as_ref().is_some_and(|(proxy, _)| proxy.is_on(i));
-            let layers = match (proxied, tls.is_some()) {
+            let secure = tls.as_ref().is_some_and(|(tls, _)| tls.is_on(i));
+            let layers = match (proxied, secure) {
                 (true, true) => " (PROXY protocol, TLS)",
                 (true, false) => " (PROXY protocol)",
                 (false, true) => " (TLS)",
                 (false, false) => "",
             };
             if proxied {
-                info!(service = name, address = %addr, pid, proxy_protocol = true, tls = tls.is_some(), "{name}: listening on {addr}{layers}");
+                info!(service = name, address = %addr, pid, proxy_protocol = true, tls = secure, "{name}: listening on {addr}{layers}");
             } else {
-                info!(service = name, address = %addr, pid, tls = tls.is_some(), "{name}: listening on {addr}{layers}");
+                info!(service = name, address = %addr, pid, tls = secure, "{name}: listening on {addr}{layers}");
             }
         }
         let addresses: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
@@ -694,7 +700,7 @@ impl Started<'_> {
                 if let Some((_, stats)) = proxy {
                     info!("PROXY protocol: {}", stats.snapshot());
                 }
-                if let Some(stats) = &tls {
+                if let Some((_, stats)) = &tls {
                     info!("TLS: {}", stats.snapshot());
                 }
                 if report.is_clean() {

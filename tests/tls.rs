@@ -28,6 +28,7 @@ per_driver!(
     sni_picks_among_certificates_and_sigusr1_reloads_them,
     a_thousand_hostile_clients_of_each_kind_leave_the_server_serving,
     the_proxy_header_comes_before_the_handshake,
+    tls_on_serves_tls_on_one_listener_and_plaintext_on_the_other,
 );
 
 /// A certificate made for `names` and its key, written as PEM files.
@@ -496,6 +497,50 @@ fn the_proxy_header_comes_before_the_handshake(io: Io) {
     assert_eq!(&got, b"proxied and encrypted");
 }
 
+/// `--tls-on`: HTTPS-style TLS on one listener, plaintext on the other,
+/// from one process; the listening lines say which is which.
+fn tls_on_serves_tls_on_one_listener_and_plaintext_on_the_other(io: Io) {
+    let dir = TempDir::new(&format!("tls-on-{}", io.name()));
+    let cert = Cert::make(&dir.0, "localhost", &["localhost"]);
+    let more = [
+        "--listen",
+        "127.0.0.1:0",
+        "--listen",
+        "127.0.0.2:0",
+        "--tls-on",
+        "127.0.0.2:0",
+    ];
+    let mut server = tls_server(io, &["echo"], &cert, &more);
+    let address_in = |line: String| -> SocketAddr {
+        let rest = line.rsplit("listening on ").next().unwrap();
+        rest.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let secure = address_in(server.wait_for_line("listening on 127.0.0.2:"));
+    assert!(
+        server
+            .wait_for_line("listening on 127.0.0.2:")
+            .contains("(TLS)")
+    );
+    assert!(
+        !server
+            .wait_for_line("listening on 127.0.0.1:")
+            .contains("(TLS)")
+    );
+    let plain = server.addr;
+    let name = ServerName::try_from("localhost").unwrap();
+    let tls = ClientConnection::new(client_config(&[&cert]), name).unwrap();
+    let mut client = StreamOwned::new(tls, connect(secure));
+    client.write_all(b"encrypted").unwrap();
+    let mut got = [0; 9];
+    client.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"encrypted");
+    let mut clear = connect(plain);
+    clear.write_all(b"in the clear").unwrap();
+    let mut got = [0; 12];
+    clear.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"in the clear");
+}
+
 #[test]
 fn tls_options_that_cannot_work_are_refused() {
     let dir = TempDir::new("tls-options");
@@ -503,7 +548,22 @@ fn tls_options_that_cannot_work_are_refused() {
     let other = Cert::make(&dir.0, "other", &["localhost"]);
     let missing = dir.0.join("missing.pem");
     let missing = missing.to_str().unwrap();
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &["--tls-on", "127.0.0.1:0"],
+            "--tls-on needs --tls-cert and --tls-key",
+        ),
+        (
+            &[
+                "--tls-cert",
+                cert.cert(),
+                "--tls-key",
+                cert.key(),
+                "--tls-on",
+                "127.0.0.9:1",
+            ],
+            "--tls-on 127.0.0.9:1: not one of the --listen addresses",
+        ),
         (
             &["--tls-cert", cert.cert()],
             "1 --tls-cert and 0 --tls-key: each certificate needs its key",

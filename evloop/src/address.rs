@@ -50,6 +50,22 @@ impl Address {
         }
     }
 
+    /// Whether connections arriving at `local` (a connection's own
+    /// address) came through a listener bound here: the same address, or
+    /// the same port on an unspecified address of the same family
+    /// (`0.0.0.0:P`, `[::]:P`).
+    pub(crate) fn covers(&self, local: &Address) -> bool {
+        match (self, local) {
+            (Address::Inet(listener), Address::Inet(local)) => {
+                listener.port() == local.port()
+                    && (listener.ip() == local.ip()
+                        || (listener.ip().is_unspecified()
+                            && listener.is_ipv4() == local.is_ipv4()))
+            }
+            _ => self == local,
+        }
+    }
+
     /// Whether a socket bound here serves `wanted`: the same address, or,
     /// for a wanted port 0 ("any free port"), the same IP address.
     pub(crate) fn satisfies(&self, wanted: &Address) -> bool {
@@ -170,5 +186,23 @@ mod tests {
             error("unix:/a\0b"),
             "a Unix socket path cannot hold a NUL byte"
         );
+    }
+}
+
+#[cfg(test)]
+mod covers_tests {
+    use super::Address;
+
+    #[test]
+    fn unspecified_listeners_cover_their_family() {
+        let addr = |text: &str| text.parse::<Address>().unwrap();
+        assert!(addr("0.0.0.0:80").covers(&addr("192.0.2.1:80")));
+        assert!(!addr("0.0.0.0:80").covers(&addr("192.0.2.1:81")));
+        assert!(!addr("0.0.0.0:80").covers(&addr("[2001:db8::1]:80")));
+        assert!(addr("[::]:80").covers(&addr("[2001:db8::1]:80")));
+        assert!(addr("127.0.0.1:80").covers(&addr("127.0.0.1:80")));
+        assert!(!addr("127.0.0.1:80").covers(&addr("127.0.0.2:80")));
+        assert!(addr("unix:/run/a.sock").covers(&addr("unix:/run/a.sock")));
+        assert!(!addr("unix:/run/a.sock").covers(&addr("unix:/run/b.sock")));
     }
 }

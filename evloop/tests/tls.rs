@@ -29,6 +29,7 @@ per_driver!(
     a_file_goes_out_encrypted_whole,
     close_notify_goes_both_ways,
     failed_handshakes_close_only_their_connection_and_are_counted,
+    only_the_listeners_chosen_serve_tls,
 );
 
 const BOTH: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
@@ -369,4 +370,42 @@ fn failed_handshakes_close_only_their_connection_and_are_counted(driver: Driver)
     late.write_all(b"!").unwrap();
     late.read_exact(&mut [0]).unwrap();
     assert_eq!(stats.snapshot().completed(), 2);
+}
+
+/// `Tls::only_on`: TLS on the first listener, plaintext on the second
+/// (as HTTPS on one port and HTTP on another), from one server.
+fn only_the_listeners_chosen_serve_tls(driver: Driver) {
+    let cert = self_signed(&["localhost"]);
+    let certs = certificates(&[&cert]);
+    let mut stats = None;
+    let server = builder(driver)
+        .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .listen(SocketAddr::from(([127, 0, 0, 2], 0)))
+        .threads(1)
+        .build_with(|bound| {
+            let tls = Tls::new(certs, Echo).unwrap().only_on([bound[0].clone()]);
+            stats = Some(tls.stats());
+            tls
+        })
+        .unwrap();
+    let (secure, plain) = (
+        server.local_addrs()[0].inet().unwrap(),
+        server.local_addrs()[1].inet().unwrap(),
+    );
+    let server = run(server);
+    let mut client = connect(secure, &client_config(&cert, BOTH, &[]), "localhost");
+    client.write_all(b"encrypted").unwrap();
+    let mut got = [0; 9];
+    client.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"encrypted");
+    let mut plaintext = support::connect(plain);
+    plaintext.write_all(b"in the clear").unwrap();
+    let mut got = [0; 12];
+    plaintext.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"in the clear");
+    drop((client, plaintext));
+    let counts = stats.unwrap().snapshot();
+    assert_eq!(counts.full, 1, "{counts:?}");
+    assert_eq!(counts.failed_total(), 0, "{counts:?}");
+    assert!(server.stop().is_clean());
 }

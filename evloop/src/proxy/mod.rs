@@ -311,7 +311,7 @@ impl<S: Service> Handler for ProxyHandler<S> {
             // A socket whose local address cannot be had is taken to need
             // a header: never serve as a client's what a proxy may send.
             let listener = cx.local().ok();
-            if listener.is_some_and(|local| !listeners.iter().any(|l| covers(l, &local))) {
+            if listener.is_some_and(|local| !listeners.iter().any(|l| l.covers(&local))) {
                 let mut inner = shared.service.open(peer);
                 let action = inner.on_open(cx);
                 self.phase = Phase::Serving {
@@ -403,19 +403,6 @@ impl<S: Service> Handler for ProxyHandler<S> {
                 let _ = self.reject(reason, "the connection ended before a whole header");
             }
         }
-    }
-}
-
-/// Whether `listener` (as configured) is the one a connection with local
-/// address `local` arrived on.
-fn covers(listener: &Address, local: &Address) -> bool {
-    match (listener, local) {
-        (Address::Inet(listener), Address::Inet(local)) => {
-            listener.port() == local.port()
-                && (listener.ip() == local.ip()
-                    || (listener.ip().is_unspecified() && listener.is_ipv4() == local.is_ipv4()))
-        }
-        _ => listener == local,
     }
 }
 

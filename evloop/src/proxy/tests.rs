@@ -277,19 +277,3 @@ fn a_listener_not_chosen_passes_its_bytes_through() {
     conn.receive(&[HEADER, b"x"].concat());
     assert_eq!(conn.take_output(), b"x");
 }
-
-#[test]
-fn unspecified_listeners_cover_their_family() {
-    let addr = |text: &str| text.parse::<Address>().unwrap();
-    assert!(covers(&addr("0.0.0.0:80"), &addr("192.0.2.1:80")));
-    assert!(!covers(&addr("0.0.0.0:80"), &addr("192.0.2.1:81")));
-    assert!(!covers(&addr("0.0.0.0:80"), &addr("[2001:db8::1]:80")));
-    assert!(covers(&addr("[::]:80"), &addr("[2001:db8::1]:80")));
-    assert!(covers(&addr("127.0.0.1:80"), &addr("127.0.0.1:80")));
-    assert!(!covers(&addr("127.0.0.1:80"), &addr("127.0.0.2:80")));
-    assert!(covers(&addr("unix:/run/a.sock"), &addr("unix:/run/a.sock")));
-    assert!(!covers(
-        &addr("unix:/run/a.sock"),
-        &addr("unix:/run/b.sock")
-    ));
-}

@@ -33,6 +33,8 @@ pub struct TlsHandler<S: Service> {
 
 struct State<S: Service> {
     shared: Arc<Shared<S>>,
+    /// The listeners that serve TLS, if not all ([`Tls::only_on`](super::Tls::only_on)).
+    listeners: Option<Arc<[Address]>>,
     /// The peer the wrapped service is opened for.
     peer: Address,
     /// None if rustls would not make a connection (it was logged).
@@ -63,6 +65,9 @@ struct State<S: Service> {
 }
 
 enum Phase<H> {
+    /// A connection to a listener without TLS: every call goes straight to
+    /// the wrapped handler.
+    Plain(H),
     /// Waiting for the handshake to complete; whether any byte came.
     Handshake { started: bool },
     /// The handshake is done: calls go to the wrapped handler.
@@ -79,6 +84,7 @@ impl<S: Service> fmt::Debug for TlsHandler<S> {
             Phase::Serving(_) if self.state.finishing => "finishing",
             Phase::Serving(_) => "serving",
             Phase::Failed => "failed",
+            Phase::Plain(_) => "plaintext (a listener without TLS)",
         };
         f.debug_struct("TlsHandler")
             .field("phase", &phase)
@@ -88,7 +94,11 @@ impl<S: Service> fmt::Debug for TlsHandler<S> {
 }
 
 impl<S: Service> TlsHandler<S> {
-    pub(super) fn new(shared: Arc<Shared<S>>, peer: Address) -> TlsHandler<S> {
+    pub(super) fn new(
+        shared: Arc<Shared<S>>,
+        peer: Address,
+        listeners: Option<Arc<[Address]>>,
+    ) -> TlsHandler<S> {
         let tls = match ServerConnection::new(Arc::clone(&shared.config)) {
             Ok(tls) => Some(tls),
             Err(e) => {
@@ -99,6 +109,7 @@ impl<S: Service> TlsHandler<S> {
         TlsHandler {
             state: Box::new(State {
                 shared,
+                listeners,
                 peer,
                 tls,
                 phase: Phase::Handshake { started: false },
@@ -227,7 +238,9 @@ impl<S: Service> State<S> {
                     Action::Close
                 })
             }
-            Phase::Serving(_) | Phase::Failed => Action::Continue,
+            // Plain connections never get here: their calls go straight to
+            // the wrapped handler.
+            Phase::Serving(_) | Phase::Failed | Phase::Plain(_) => Action::Continue,
         }
     }
 
@@ -394,7 +407,19 @@ impl<S: Service> State<S> {
 
 impl<S: Service> Handler for TlsHandler<S> {
     fn on_open(&mut self, cx: &mut Context<'_>) -> Action {
-        if self.state.tls.is_none() {
+        let state = &mut *self.state;
+        if let Some(listeners) = &state.listeners
+            && cx
+                .local()
+                .is_ok_and(|local| !listeners.iter().any(|l| l.covers(&local)))
+        {
+            state.tls = None;
+            let mut inner = state.shared.service.open(&state.peer);
+            let action = inner.on_open(cx);
+            state.phase = Phase::Plain(inner);
+            return action;
+        }
+        if state.tls.is_none() {
             return Action::Abort;
         }
         cx.set_deadline(self.state.shared.settings.handshake_timeout);
@@ -404,6 +429,7 @@ impl<S: Service> Handler for TlsHandler<S> {
     fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Action {
         let state = &mut *self.state;
         match &mut state.phase {
+            Phase::Plain(inner) => return inner.on_data(input, cx),
             Phase::Failed => {
                 input.consume_all();
                 return Action::Abort;
@@ -422,6 +448,9 @@ impl<S: Service> Handler for TlsHandler<S> {
 
     fn on_read_closed(&mut self, unconsumed: &[u8], cx: &mut Context<'_>) {
         let state = &mut *self.state;
+        if let Phase::Plain(inner) = &mut state.phase {
+            return inner.on_read_closed(unconsumed, cx);
+        }
         match state.phase {
             Phase::Handshake { started } => {
                 let reason = if started || !unconsumed.is_empty() {
@@ -440,12 +469,16 @@ impl<S: Service> Handler for TlsHandler<S> {
                 state.peer_closed = true;
                 let _ = state.pump(&mut Input::new(&[]), cx);
             }
-            Phase::Serving(_) | Phase::Failed => {}
+            // Plain was handed over above.
+            Phase::Serving(_) | Phase::Failed | Phase::Plain(_) => {}
         }
     }
 
     fn on_drained(&mut self, cx: &mut Context<'_>) -> Action {
         let state = &mut *self.state;
+        if let Phase::Plain(inner) = &mut state.phase {
+            return inner.on_drained(cx);
+        }
         if !state.serving() {
             return Action::Continue;
         }
@@ -476,6 +509,9 @@ impl<S: Service> Handler for TlsHandler<S> {
 
     fn on_deadline(&mut self, cx: &mut Context<'_>) -> Action {
         let state = &mut *self.state;
+        if let Phase::Plain(inner) = &mut state.phase {
+            return inner.on_deadline(cx);
+        }
         match state.phase {
             Phase::Handshake { .. } => {
                 state.fail(FailReason::Timeout, "no complete handshake in time", false)
@@ -488,7 +524,7 @@ impl<S: Service> Handler for TlsHandler<S> {
                 }
                 state.replay_if_resumed(was_paused, cx)
             }
-            Phase::Serving(_) => Action::Continue,
+            Phase::Serving(_) | Phase::Plain(_) => Action::Continue,
             Phase::Failed => Action::Abort,
         }
     }
@@ -496,7 +532,7 @@ impl<S: Service> Handler for TlsHandler<S> {
     fn on_close(&mut self, reason: CloseReason) {
         let state = &mut *self.state;
         match &mut state.phase {
-            Phase::Serving(inner) => inner.on_close(reason),
+            Phase::Serving(inner) | Phase::Plain(inner) => inner.on_close(reason),
             Phase::Failed => {}
             // Closed by the server in the handshake.
             Phase::Handshake { started } => {

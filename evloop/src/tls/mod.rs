@@ -137,6 +137,7 @@ impl Builder {
                 settings: self,
                 stats: TlsStats::default(),
             }),
+            listeners: None,
         })
     }
 }
@@ -144,6 +145,8 @@ impl Builder {
 /// A service behind TLS: see the [module docs](self).
 pub struct Tls<S> {
     shared: Arc<Shared<S>>,
+    /// The listeners that serve TLS; all if `None`.
+    listeners: Option<Arc<[Address]>>,
 }
 
 struct Shared<S> {
@@ -193,13 +196,29 @@ impl<S: Service> Tls<S> {
     pub fn service(&self) -> &S {
         &self.shared.service
     }
+
+    /// Serves TLS only on connections to these listeners (addresses as
+    /// bound: see [`ServerBuilder::build_with`](crate::ServerBuilder::build_with);
+    /// `0.0.0.0:P` and `[::]:P` cover their family); the others are served
+    /// in plaintext, straight by the wrapped service, e.g. HTTP on one
+    /// port and HTTPS on another. Deciding asks the kernel for each
+    /// connection's own address (`getsockname`) once; a connection whose
+    /// address cannot be had gets TLS. Default: every listener.
+    pub fn only_on<A: Into<Address>>(mut self, listeners: impl IntoIterator<Item = A>) -> Self {
+        self.listeners = Some(listeners.into_iter().map(Into::into).collect());
+        self
+    }
 }
 
 impl<S: Service> Service for Tls<S> {
     type Handler = TlsHandler<S>;
 
     fn open(&self, peer: &Address) -> TlsHandler<S> {
-        TlsHandler::new(Arc::clone(&self.shared), peer.clone())
+        TlsHandler::new(
+            Arc::clone(&self.shared),
+            peer.clone(),
+            self.listeners.clone(),
+        )
     }
 }
 
