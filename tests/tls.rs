@@ -29,6 +29,7 @@ per_driver!(
     a_thousand_hostile_clients_of_each_kind_leave_the_server_serving,
     the_proxy_header_comes_before_the_handshake,
     tls_on_serves_tls_on_one_listener_and_plaintext_on_the_other,
+    every_service_runs_under_tls,
 );
 
 /// A certificate made for `names` and its key, written as PEM files.
@@ -495,6 +496,62 @@ fn the_proxy_header_comes_before_the_handshake(io: Io) {
     let mut got = [0; 21];
     client.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"proxied and encrypted");
+}
+
+/// A TLS client of `addr` that trusts `cert`, handshake done.
+fn tls_client(addr: SocketAddr, cert: &Cert) -> StreamOwned<ClientConnection, std::net::TcpStream> {
+    let name = ServerName::try_from("localhost").unwrap();
+    let tls = ClientConnection::new(client_config(&[cert]), name).unwrap();
+    let mut client = StreamOwned::new(tls, connect(addr));
+    client.flush().unwrap();
+    client
+}
+
+/// The README's claim: every service runs under TLS. Each is started with
+/// a certificate and spoken to over TLS: log logs the bytes, discard takes
+/// them and says nothing, chargen streams its lines, daytime tells the
+/// time and closes (with close_notify: a clean end), echo and http are
+/// covered above.
+fn every_service_runs_under_tls(io: Io) {
+    let dir = TempDir::new(&format!("tls-services-{}", io.name()));
+    let cert = Cert::make(&dir.0, "localhost", &["localhost"]);
+
+    let mut log = tls_server(io, &["log"], &cert, &[]);
+    let mut client = tls_client(log.addr, &cert);
+    client.write_all(b"seventeen bytes!!").unwrap();
+    log.wait_for_line("read 17 bytes");
+    drop(client);
+
+    let discard = tls_server(io, &["discard"], &cert, &[]);
+    let mut client = tls_client(discard.addr, &cert);
+    client.write_all(&[b'x'; 100_000]).unwrap();
+    client.conn.send_close_notify();
+    client.flush().unwrap();
+    let mut rest = Vec::new();
+    let _ = client.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "discard answered {} bytes", rest.len());
+
+    let chargen = tls_server(io, &["chargen"], &cert, &[]);
+    let mut client = tls_client(chargen.addr, &cert);
+    let mut lines = [0u8; 74 * 10];
+    client.read_exact(&mut lines).unwrap();
+    for line in lines.chunks(74) {
+        assert_eq!(&line[72..], b"\r\n", "{:?}", String::from_utf8_lossy(line));
+        assert!(
+            line[..72]
+                .iter()
+                .all(|b| b.is_ascii_graphic() || *b == b' ')
+        );
+    }
+    drop(client);
+
+    let daytime = tls_server(io, &["daytime"], &cert, &[]);
+    let mut client = tls_client(daytime.addr, &cert);
+    let mut time = String::new();
+    client
+        .read_to_string(&mut time)
+        .expect("a clean end: close_notify");
+    assert!(time.ends_with("\r\n") && time.len() > 20, "{time:?}");
 }
 
 /// `--tls-on`: HTTPS-style TLS on one listener, plaintext on the other,
