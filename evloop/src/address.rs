@@ -187,11 +187,6 @@ mod tests {
             "a Unix socket path cannot hold a NUL byte"
         );
     }
-}
-
-#[cfg(test)]
-mod covers_tests {
-    use super::Address;
 
     #[test]
     fn unspecified_listeners_cover_their_family() {

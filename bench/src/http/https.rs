@@ -36,7 +36,7 @@ use crate::compare::{self, Failure, RunSettings, interleave, summarize};
 use crate::environment::Environment;
 use crate::goals::Goal;
 use crate::limits::raise_file_limit;
-use crate::markdown::{render_goals, render_header, render_summaries, thousands};
+use crate::markdown::{render_header, thousands};
 use crate::prepare;
 use crate::servers::{RunningServer, SERVER_CPU, START_TIMEOUT, evloop_serve, free_port};
 
@@ -208,21 +208,8 @@ pub fn run(settings: RunSettings, command: String) -> Result<PathBuf, String> {
         environment,
         settings,
         baseline: HttpServer::BASELINE.name(),
-        nginx_version: found.nginx.as_ref().map_or_else(Clone::clone, |path| {
-            let version = tools::version(path, "-v");
-            version
-                .strip_prefix("nginx version: ")
-                .unwrap_or(&version)
-                .to_string()
-        }),
-        wrk_version: {
-            let version = tools::version(&wrk, "-v");
-            version
-                .split(" Copyright")
-                .next()
-                .unwrap_or(&version)
-                .to_string()
-        },
+        nginx_version: tools::nginx_version(&found),
+        wrk_version: tools::wrk_version(&wrk),
         evloop_missing: evloop.as_ref().err().cloned(),
         nginx_config,
         throughput: points,
@@ -379,19 +366,12 @@ pub fn render(results: &HttpsResults) -> String {
 
 /// The table of medians with ratios to nginx, then the goals.
 pub fn render_tables(results: &HttpsResults) -> String {
-    let rows = results.throughput.iter().flat_map(|point| {
-        let load = point.load.label();
-        point.servers.iter().map(move |s| (load.clone(), s))
-    });
-    let mut out = render_summaries(rows, results.baseline, None);
-    for subject in &results.goals {
-        out.push('\n');
-        out.push_str(&render_goals(
-            &format!("Goals of HTTPS ({})", subject.server),
-            &subject.goals,
-        ));
-    }
-    out
+    super::report::tables_and_goals(
+        &results.throughput,
+        results.baseline,
+        &results.goals,
+        "HTTPS",
+    )
 }
 
 /// Writes `https.json` and `https.md` (`https-quick.*` for a smoke test),

@@ -284,21 +284,8 @@ pub fn run(settings: RunSettings, command: String) -> Result<PathBuf, String> {
         environment,
         settings,
         baseline: HttpServer::BASELINE.name(),
-        nginx_version: found.nginx.as_ref().map_or_else(Clone::clone, |path| {
-            let version = tools::version(path, "-v");
-            version
-                .strip_prefix("nginx version: ")
-                .unwrap_or(&version)
-                .to_string()
-        }),
-        wrk_version: {
-            let version = tools::version(&wrk, "-v");
-            version
-                .split(" Copyright")
-                .next()
-                .unwrap_or(&version)
-                .to_string()
-        },
+        nginx_version: tools::nginx_version(&found),
+        wrk_version: tools::wrk_version(&wrk),
         nginx_config,
         pipeline_script: "bench/scripts/pipeline.lua".to_string(),
         throughput: points,

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use crate::markdown::{render_goals, render_header, render_summaries};
 
-use super::HttpResults;
+use super::{HttpPoint, HttpResults, SubjectGoals};
 
 /// The whole report: environment, tools, the table, the goals, the nginx
 /// configuration.
@@ -36,15 +36,32 @@ pub fn render(results: &HttpResults) -> String {
 /// The table of medians with ratios to nginx, then each evloop driver's
 /// goals.
 pub fn render_tables(results: &HttpResults) -> String {
-    let rows = results.throughput.iter().flat_map(|point| {
+    tables_and_goals(
+        &results.throughput,
+        results.baseline,
+        &results.goals,
+        "the HTTP service",
+    )
+}
+
+/// The table of medians with ratios to `baseline`, then each subject's
+/// goals under "Goals of WHAT (server)": `compare http`'s and `compare
+/// https`'s.
+pub fn tables_and_goals(
+    throughput: &[HttpPoint],
+    baseline: &str,
+    goals: &[SubjectGoals],
+    what: &str,
+) -> String {
+    let rows = throughput.iter().flat_map(|point| {
         let load = point.load.label();
         point.servers.iter().map(move |s| (load.clone(), s))
     });
-    let mut out = render_summaries(rows, results.baseline, None);
-    for subject in &results.goals {
+    let mut out = render_summaries(rows, baseline, None);
+    for subject in goals {
         out.push('\n');
         out.push_str(&render_goals(
-            &format!("Goals of the HTTP service ({})", subject.server),
+            &format!("Goals of {what} ({})", subject.server),
             &subject.goals,
         ));
     }

@@ -117,6 +117,28 @@ fn install(missing: &[Tool]) -> Result<(), String> {
     apt(&[&["install", "-y"][..], &packages].concat())
 }
 
+/// nginx's version as its `-v` says it (`nginx/1.22.1`), or why it was not
+/// found.
+pub fn nginx_version(found: &Found) -> String {
+    found.nginx.as_ref().map_or_else(Clone::clone, |path| {
+        let version = version(path, "-v");
+        version
+            .strip_prefix("nginx version: ")
+            .unwrap_or(&version)
+            .to_string()
+    })
+}
+
+/// wrk's version line without its copyright.
+pub fn wrk_version(wrk: &std::path::Path) -> String {
+    let version = version(wrk, "-v");
+    version
+        .split(" Copyright")
+        .next()
+        .unwrap_or(&version)
+        .to_string()
+}
+
 /// The first line `program` prints when asked for its version with
 /// `flag` (nginx prints it on stderr, wrk on stdout and exits non-zero).
 pub fn version(program: &std::path::Path, flag: &str) -> String {
