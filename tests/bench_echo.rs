@@ -18,7 +18,7 @@ use std::process::{Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Io, ServerProcess, evloop, per_driver};
+use common::{Io, ServerProcess, evloop, json_field, json_number, per_driver};
 
 /// The longest a bench run may take here: 300 ms of load plus connecting
 /// and start-up, with a wide margin for a loaded machine.
@@ -135,26 +135,6 @@ fn bench_echo(load: Io, target: impl Display, args: &[&str]) -> Output {
         thread::sleep(Duration::from_millis(20));
     }
     child.wait_with_output().expect("collect evloop's output")
-}
-
-/// The value after `"field":` in a one-line JSON report, as text.
-#[track_caller]
-fn json_field<'a>(json: &'a str, field: &str) -> &'a str {
-    let key = format!("\"{field}\":");
-    let start = json
-        .find(&key)
-        .unwrap_or_else(|| panic!("no {field} in {json}"))
-        + key.len();
-    let rest = &json[start..];
-    &rest[..rest.find([',', '}']).unwrap_or(rest.len())]
-}
-
-/// The number after `"field":` in a one-line JSON report.
-#[track_caller]
-fn json_number(json: &str, field: &str) -> f64 {
-    json_field(json, field)
-        .parse()
-        .unwrap_or_else(|_| panic!("{field} is not a number in {json}"))
 }
 
 /// The standard output (a `--json` report, checked to name the `load`

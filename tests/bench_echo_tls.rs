@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Io, evloop, per_driver};
+use common::{Io, evloop, json_field, json_number, per_driver};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 
 /// The longest a bench run may take here.
@@ -191,36 +191,16 @@ fn bench_tls(load: Io, target: SocketAddr, args: &[&str]) -> (Output, String, St
     (output, stdout, stderr)
 }
 
-/// The value after `"field":` in a one-line JSON report, as text (the
-/// first such field: the request latencies come before the handshakes').
-#[track_caller]
-fn field<'a>(json: &'a str, name: &str) -> &'a str {
-    let key = format!("\"{name}\":");
-    let start = json
-        .find(&key)
-        .unwrap_or_else(|| panic!("no {name} in {json}"))
-        + key.len();
-    let rest = &json[start..];
-    &rest[..rest.find([',', '}']).unwrap_or(rest.len())]
-}
-
-#[track_caller]
-fn number(json: &str, name: &str) -> f64 {
-    field(json, name)
-        .parse()
-        .unwrap_or_else(|_| panic!("{name} is not a number in {json}"))
-}
-
 /// A passing run: every byte back as sent, nothing lost, on `load`.
 #[track_caller]
 fn assert_passed(output: &Output, stdout: &str, stderr: &str, load: Io) {
     assert!(output.status.success(), "{stdout}\n{stderr}");
-    assert_eq!(field(stdout, "io"), format!("\"{}\"", load.name()));
-    assert_eq!(field(stdout, "tls"), "true", "{stdout}");
-    assert!(number(stdout, "requests") > 0.0, "{stdout}");
-    assert_eq!(number(stdout, "mismatches"), 0.0, "{stdout}");
-    assert_eq!(number(stdout, "io_errors"), 0.0, "{stdout}");
-    assert_eq!(number(stdout, "connect_errors"), 0.0, "{stdout}");
+    assert_eq!(json_field(stdout, "io"), format!("\"{}\"", load.name()));
+    assert_eq!(json_field(stdout, "tls"), "true", "{stdout}");
+    assert!(json_number(stdout, "requests") > 0.0, "{stdout}");
+    assert_eq!(json_number(stdout, "mismatches"), 0.0, "{stdout}");
+    assert_eq!(json_number(stdout, "io_errors"), 0.0, "{stdout}");
+    assert_eq!(json_number(stdout, "connect_errors"), 0.0, "{stdout}");
 }
 
 per_driver!(every_echoed_byte_is_checked_through_tls_with_the_ca);
@@ -250,10 +230,14 @@ fn every_echoed_byte_is_checked_through_tls_with_the_ca(load: Io) {
         ],
     );
     assert_passed(&output, &stdout, &stderr, load);
-    assert_eq!(number(&stdout, "connected"), 3.0, "{stdout}");
-    assert_eq!(number(&stdout, "handshakes_total"), 3.0, "{stdout}");
-    assert_eq!(field(&stdout, "new_connection"), "false", "{stdout}");
-    assert_eq!(field(&stdout, "tls_version"), "\"TLSv1_3\"", "{stdout}");
+    assert_eq!(json_number(&stdout, "connected"), 3.0, "{stdout}");
+    assert_eq!(json_number(&stdout, "handshakes_total"), 3.0, "{stdout}");
+    assert_eq!(json_field(&stdout, "new_connection"), "false", "{stdout}");
+    assert_eq!(
+        json_field(&stdout, "tls_version"),
+        "\"TLSv1_3\"",
+        "{stdout}"
+    );
 }
 
 per_driver!(insecure_takes_a_certificate_for_another_name);
@@ -278,7 +262,7 @@ fn insecure_takes_a_certificate_for_another_name(load: Io) {
         ],
     );
     assert_passed(&output, &stdout, &stderr, load);
-    assert_eq!(number(&stdout, "handshakes_total"), 2.0, "{stdout}");
+    assert_eq!(json_number(&stdout, "handshakes_total"), 2.0, "{stdout}");
 }
 
 per_driver!(a_certificate_of_another_ca_is_refused_as_connect_errors);
@@ -303,9 +287,9 @@ fn a_certificate_of_another_ca_is_refused_as_connect_errors(load: Io) {
         ],
     );
     assert!(!output.status.success(), "{stdout}");
-    assert_eq!(number(&stdout, "connect_errors"), 2.0, "{stdout}");
-    assert_eq!(number(&stdout, "connected"), 0.0, "{stdout}");
-    assert_eq!(number(&stdout, "handshakes_total"), 0.0, "{stdout}");
+    assert_eq!(json_number(&stdout, "connect_errors"), 2.0, "{stdout}");
+    assert_eq!(json_number(&stdout, "connected"), 0.0, "{stdout}");
+    assert_eq!(json_number(&stdout, "handshakes_total"), 0.0, "{stdout}");
     assert!(
         stderr.contains("TLS handshake with") && stderr.contains("invalid peer certificate"),
         "{stderr}"
@@ -329,20 +313,20 @@ fn a_new_connection_per_request_counts_full_handshakes(load: Io) {
         &[&args[..], &["--new-connection"]].concat(),
     );
     assert_passed(&output, &stdout, &stderr, load);
-    assert_eq!(field(&stdout, "new_connection"), "true", "{stdout}");
-    let handshakes = number(&stdout, "handshakes_total");
-    let requests = number(&stdout, "requests_total");
+    assert_eq!(json_field(&stdout, "new_connection"), "true", "{stdout}");
+    let handshakes = json_number(&stdout, "handshakes_total");
+    let requests = json_number(&stdout, "requests_total");
     // One connection per request: a handshake for each, plus those whose
     // request was still under way at the end.
     assert!(
         handshakes >= requests && handshakes <= requests + 2.0 && requests > 2.0,
         "{stdout}"
     );
-    assert_eq!(number(&stdout, "connected"), handshakes, "{stdout}");
-    assert_eq!(number(&stdout, "handshakes_resumed"), 0.0, "{stdout}");
-    assert!(number(&stdout, "handshakes_per_sec") > 0.0, "{stdout}");
+    assert_eq!(json_number(&stdout, "connected"), handshakes, "{stdout}");
+    assert_eq!(json_number(&stdout, "handshakes_resumed"), 0.0, "{stdout}");
+    assert!(json_number(&stdout, "handshakes_per_sec") > 0.0, "{stdout}");
     let handshake_latency = &stdout[stdout.find("\"handshake_latency_us\"").unwrap()..];
-    assert!(number(handshake_latency, "p50") > 0.0, "{stdout}");
+    assert!(json_number(handshake_latency, "p50") > 0.0, "{stdout}");
 
     let (output, stdout, stderr) = bench_tls(
         load,
@@ -350,7 +334,7 @@ fn a_new_connection_per_request_counts_full_handshakes(load: Io) {
         &[&args[..], &["--new-connection", "--resume"]].concat(),
     );
     assert_passed(&output, &stdout, &stderr, load);
-    assert!(number(&stdout, "handshakes_resumed") > 0.0, "{stdout}");
+    assert!(json_number(&stdout, "handshakes_resumed") > 0.0, "{stdout}");
 }
 
 /// `--tls` alone says what it lacks; the TLS options need `--tls`.

@@ -122,6 +122,25 @@ pub struct ServerSummary {
 }
 
 impl ServerSummary {
+    /// For tests: a server with one run of `rate` requests/s at `cpu_us`
+    /// of CPU per request.
+    #[cfg(test)]
+    pub fn one_run(server: &'static str, rate: f64, cpu_us: f64) -> ServerSummary {
+        let run = Run {
+            round: 0,
+            requests_per_sec: rate,
+            p99_us: None,
+            // A million requests: the CPU seconds are the µs per request.
+            server_cpu_seconds: cpu_us,
+            requests_total: 1_000_000,
+            load_cpu_seconds: None,
+        };
+        ServerSummary {
+            runs: vec![run],
+            ..ServerSummary::new(server)
+        }
+    }
+
     /// A server with no runs yet.
     pub fn new(server: &'static str) -> ServerSummary {
         ServerSummary {

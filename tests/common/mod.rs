@@ -527,6 +527,27 @@ pub fn pipe_through(command: &mut Command, input: &[u8]) -> Vec<u8> {
 
 // ---- small shared helpers --------------------------------------------------------
 
+/// The value after `"field":` in a one-line JSON report (`--json` of
+/// `evloop bench`), as text: the first such field.
+#[track_caller]
+pub fn json_field<'a>(json: &'a str, field: &str) -> &'a str {
+    let key = format!("\"{field}\":");
+    let start = json
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {field} in {json}"))
+        + key.len();
+    let rest = &json[start..];
+    &rest[..rest.find([',', '}']).unwrap_or(rest.len())]
+}
+
+/// The number after `"field":` in a one-line JSON report.
+#[track_caller]
+pub fn json_number(json: &str, field: &str) -> f64 {
+    json_field(json, field)
+        .parse()
+        .unwrap_or_else(|_| panic!("{field} is not a number in {json}"))
+}
+
 /// A TCP connection whose reads and writes give up after [`LIMIT`].
 #[track_caller]
 pub fn connect(addr: SocketAddr) -> std::net::TcpStream {

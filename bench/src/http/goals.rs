@@ -87,25 +87,7 @@ pub fn assess(points: &[HttpPoint], subject: HttpServer) -> Vec<Goal> {
 mod tests {
     use super::*;
 
-    use crate::compare::{Run, ServerSummary, summarize};
-
-    /// A server with one run of `rate` requests/s at `cpu_us` of CPU per
-    /// request.
-    fn server(name: &'static str, rate: f64, cpu_us: f64) -> ServerSummary {
-        let run = Run {
-            round: 0,
-            requests_per_sec: rate,
-            p99_us: None,
-            // A million requests: the CPU seconds are the µs per request.
-            server_cpu_seconds: cpu_us,
-            requests_total: 1_000_000,
-            load_cpu_seconds: None,
-        };
-        ServerSummary {
-            runs: vec![run],
-            ..ServerSummary::new(name)
-        }
-    }
+    use crate::compare::{ServerSummary, summarize};
 
     /// nginx as in the reference measurement, and evloop as given, at each
     /// load: (requests/s, CPU µs per request).
@@ -120,7 +102,10 @@ mod tests {
             .iter()
             .zip(nginx.into_iter().zip(evloop))
             .map(|(&load, (n, e))| {
-                let mut servers = vec![server("nginx", n.0, n.1), server("evloop", e.0, e.1)];
+                let mut servers = vec![
+                    ServerSummary::one_run("nginx", n.0, n.1),
+                    ServerSummary::one_run("evloop", e.0, e.1),
+                ];
                 summarize(&mut servers, "nginx", None);
                 HttpPoint { load, servers }
             })

@@ -397,22 +397,7 @@ fn write_results(results: &HttpsResults) -> Result<PathBuf, String> {
 mod tests {
     use super::*;
 
-    use crate::compare::{Run, ServerSummary};
-
-    fn server(name: &'static str, rate: f64, cpu_us: f64) -> ServerSummary {
-        let run = Run {
-            round: 0,
-            requests_per_sec: rate,
-            p99_us: None,
-            server_cpu_seconds: cpu_us,
-            requests_total: 1_000_000,
-            load_cpu_seconds: None,
-        };
-        ServerSummary {
-            runs: vec![run],
-            ..ServerSummary::new(name)
-        }
-    }
+    use crate::compare::ServerSummary;
 
     #[test]
     fn the_loads_are_keep_alive_then_a_connection_per_request() {
@@ -431,7 +416,10 @@ mod tests {
             .iter()
             .zip(nginx.into_iter().zip(evloop))
             .map(|(&load, (n, e))| {
-                let mut servers = vec![server("nginx", n.0, n.1), server("evloop", e.0, e.1)];
+                let mut servers = vec![
+                    ServerSummary::one_run("nginx", n.0, n.1),
+                    ServerSummary::one_run("evloop", e.0, e.1),
+                ];
                 summarize(&mut servers, "nginx", None);
                 HttpPoint { load, servers }
             })

@@ -631,6 +631,14 @@ impl Core {
         newly
     }
 
+    /// Lifts the budget pause (the server is back under budget); says
+    /// whether the connection is no longer paused by the loop at all (the
+    /// gauge's count falls).
+    pub(super) fn lift_budget_pause(&mut self) -> bool {
+        self.flags.set(Flags::PAUSED_BUDGET, false);
+        !self.flags.has(Flags::PAUSED_OUTPUT)
+    }
+
     /// Pauses reading once the output passes `high`; says whether it did.
     #[inline]
     pub(super) fn pause_if_full(&mut self, high: usize) -> Pause {

@@ -610,11 +610,9 @@ impl<S: Service> Reactor<S> {
             if conn.core.generation != generation {
                 continue;
             }
-            let flags = &mut conn.core.flags;
-            flags.set(Flags::BUDGET_LISTED, false);
-            if flags.has(Flags::PAUSED_BUDGET) {
-                flags.set(Flags::PAUSED_BUDGET, false);
-                if !flags.has(Flags::PAUSED_OUTPUT) {
+            conn.core.flags.set(Flags::BUDGET_LISTED, false);
+            if conn.core.flags.has(Flags::PAUSED_BUDGET) {
+                if conn.core.lift_budget_pause() {
                     self.counters.paused.sub(1);
                 }
                 self.drive(key);
